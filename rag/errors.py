@@ -1,0 +1,57 @@
+"""The exceptions `rag` raises. The server maps each to an HTTP status in one place."""
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInputError(RagError):
+    """A request that cannot be answered as asked (blank question, bad filter, ...)."""
+
+
+class InputTooLargeError(RagError):
+    """A request over a documented size limit."""
+
+
+class UnknownGeneratorError(InvalidInputError):
+    def __init__(self, name: str, available: list[str]):
+        super().__init__(f"unknown generator {name!r}; available: {', '.join(sorted(available))}")
+        self.name = name
+
+
+class DocumentError(RagError):
+    """A file that cannot be read as a document (binary, unreadable, empty)."""
+
+
+class IndexError_(RagError):
+    """Base of index problems; named with an underscore to avoid shadowing the builtin."""
+
+
+class IndexNotFoundError(IndexError_):
+    pass
+
+
+class IndexMismatchError(IndexError_):
+    """The stored index was built with other settings (model, chunking) than the current ones."""
+
+
+class IndexCorruptError(IndexError_):
+    """Stored files are missing, truncated, or disagree with each other."""
+
+
+class NotReadyError(RagError):
+    """The index is still loading."""
+
+
+class GeneratorError(RagError):
+    """A generator failed to produce an answer."""
+
+
+class UpstreamError(GeneratorError):
+    """An upstream LLM server failed (connection, timeout, bad status, bad payload)."""
+
+    def __init__(self, message: str, *, status: int | None = None, timeout: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.timeout = timeout

@@ -1,0 +1,210 @@
+"""The one pipeline that the server, the CLI and the evaluation runner all call."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .config import RetrievalMode, Settings
+from .documents import Document, LoadResult, SkippedFile, load_paths
+from .embedding import Embedder, SentenceTransformerEmbedder
+from .errors import (GeneratorError, IndexCorruptError, IndexNotFoundError, InputTooLargeError, InvalidInputError,
+                     NotReadyError, UnknownGeneratorError)
+from .generation import Answer, Generator
+from .generation.extractive import ExtractiveConfig, ExtractiveGenerator
+from .generation.openai_chat import OpenAIChatGenerator, OpenAIConfig
+from .index import Index, IndexConfig, build_index, load_index
+from .retrieval import Filters, Passage, Retriever
+
+
+@dataclass
+class AskResult:
+    answer: Answer
+    passages: list[Passage]
+    timings_ms: dict[str, float]
+
+    def to_dict(self) -> dict:
+        out = {
+            "answer": self.answer.text,
+            "abstained": self.answer.abstained,
+            "generator": self.answer.generator,
+            "citations": [c.to_dict() for c in self.answer.citations],
+            "passages": [p.to_dict() for p in self.passages],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+        if self.answer.fallback:
+            out["fallback"] = self.answer.fallback
+        return out
+
+
+@dataclass
+class IngestReport:
+    documents: int = 0  # documents in the index afterwards
+    chunks: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    rebuilt: str | None = None  # why everything was re-embedded, if it was
+
+
+class Pipeline:
+    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None):
+        self.settings = settings or Settings()
+        self._embedder = embedder
+        self._index: Index | None = None
+        self._write_lock = threading.Lock()
+        self._generators: dict[str, Generator] | None = None
+
+    # -- components ----------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            s = self.settings
+            self._embedder = SentenceTransformerEmbedder(s.embed_model, batch_size=s.embed_batch_size,
+                                                         threads=s.torch_threads)
+        return self._embedder
+
+    @property
+    def index_config(self) -> IndexConfig:
+        s = self.settings
+        return IndexConfig(embed_model=s.embed_model, dimension=self.embedder.dimension, chunk_size=s.chunk_size,
+                           chunk_overlap=s.chunk_overlap, index_titles=s.index_titles)
+
+    @property
+    def retriever(self) -> Retriever:
+        s = self.settings
+        return Retriever(self.embedder, mode=s.retrieval_mode, fusion=s.fusion, dense_weight=s.dense_weight,
+                         rrf_k=s.rrf_k, candidates=s.candidates)
+
+    @property
+    def generators(self) -> dict[str, Generator]:
+        if self._generators is None:
+            s = self.settings
+            extractive = ExtractiveGenerator(self.embedder, ExtractiveConfig(
+                abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences,
+                max_words=s.answer_max_words))
+            llm = OpenAIChatGenerator(OpenAIConfig(base_url=s.openai_base_url, model=s.openai_model,
+                                                   api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
+                                                   connect_timeout_s=s.openai_connect_timeout_s))
+            self._generators = {extractive.name: extractive, llm.name: llm}
+        return self._generators
+
+    @property
+    def ready(self) -> bool:
+        return self._index is not None
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            raise NotReadyError("the index is not loaded yet")
+        return self._index
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def load(self, *, build_from_seeds: bool = True) -> Index:
+        """Load the stored index; with none stored, build one from the seed corpus."""
+        try:
+            self._index = load_index(self.settings.index_dir, self.index_config)
+        except IndexNotFoundError:
+            if not build_from_seeds:
+                raise
+            report = self.ingest([self.settings.seed_dir])
+            if report.documents == 0:
+                raise IndexNotFoundError(f"no index at {self.settings.index_dir} and no documents in "
+                                         f"{self.settings.seed_dir}")
+        return self.index
+
+    def ingest(self, paths: Iterable[str | Path], *, rebuild: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> IngestReport:
+        loaded = load_paths(paths)
+        return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress)
+
+    def ingest_documents(self, documents: list[Document], *, skipped: list[SkippedFile] | None = None,
+                         rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
+                         replace_all: bool = False) -> IngestReport:
+        """Add or replace documents by id; unchanged documents keep their vectors (no embedding).
+
+        With `replace_all` the index holds exactly `documents` afterwards (used for evaluation corpora).
+        """
+        report = IngestReport(skipped=list(skipped or []))
+        config = self.index_config
+        with self._write_lock:
+            previous = self._index
+            if previous is None:
+                try:
+                    previous = load_index(self.settings.index_dir)
+                except IndexNotFoundError:
+                    previous = None
+                except IndexCorruptError:
+                    if not rebuild:
+                        raise
+                    previous = None
+            if previous is not None and previous.config != config:
+                report.rebuilt = "; ".join(config.differences(previous.config))
+            merged: dict[str, Document] = {} if replace_all or previous is None else {
+                d.id: d for d in previous.documents}
+            for doc in documents:
+                old = previous.document(doc.id) if previous is not None else None
+                if old is None:
+                    report.added += 1
+                elif old.text == doc.text and old.title == doc.title and not rebuild:
+                    report.unchanged += 1
+                else:
+                    report.updated += 1
+                merged[doc.id] = doc
+            reuse = None if rebuild else previous
+            index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress)
+            index.save(self.settings.index_dir)
+            self._index = index
+        report.documents, report.chunks = len(index.documents), len(index.chunks)
+        return report
+
+    # -- queries -------------------------------------------------------------------------
+    def check_question(self, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError("question must not be empty")
+        if len(question) > self.settings.max_question_chars:
+            raise InputTooLargeError(f"question is {len(question)} characters; the limit is "
+                                     f"{self.settings.max_question_chars}")
+        return question.strip()
+
+    def search(self, query: str, top_k: int | None = None, *, filters: dict | Filters | None = None,
+               mode: RetrievalMode | str | None = None) -> list[Passage]:
+        query = self.check_question(query)
+        if not isinstance(filters, Filters):
+            filters = Filters.parse(filters)
+        return self.retriever.search(self.index, query, top_k or self.settings.top_k,
+                                     mode=RetrievalMode(mode) if mode else None, filters=filters)
+
+    def generator(self, name: str | None) -> Generator:
+        name = name or self.settings.generator
+        try:
+            return self.generators[name]
+        except KeyError:
+            raise UnknownGeneratorError(name, list(self.generators)) from None
+
+    def ask(self, question: str, top_k: int | None = None, *, generator: str | None = None,
+            filters: dict | Filters | None = None, mode: RetrievalMode | str | None = None) -> AskResult:
+        t0 = time.perf_counter()
+        gen = self.generator(generator)
+        index = self.index  # one snapshot for the whole request
+        question = self.check_question(question)
+        if not isinstance(filters, Filters):
+            filters = Filters.parse(filters)
+        passages = self.retriever.search(index, question, top_k or self.settings.top_k,
+                                         mode=RetrievalMode(mode) if mode else None, filters=filters)
+        t1 = time.perf_counter()
+        try:
+            answer = gen.generate(question, passages, index)
+        except GeneratorError as exc:
+            fallback = self.generators["extractive"]
+            if gen is fallback or not self.settings.openai_fallback:
+                raise
+            answer = fallback.generate(question, passages, index)
+            answer.fallback = {"from": gen.name, "reason": str(exc)}
+        t2 = time.perf_counter()
+        return AskResult(answer=answer, passages=passages,
+                         timings_ms={"retrieve": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000,
+                                     "total": (t2 - t0) * 1000})

@@ -1,0 +1,171 @@
+"""Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, with source filters."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import FusionMethod, RetrievalMode
+from .embedding import Embedder
+from .errors import InvalidInputError
+from .index import Index
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some documents. Patterns are shell globs (`seeds/*`); a list means any of."""
+
+    source: tuple[str, ...] = ()
+    document_id: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: dict | None) -> "Filters | None":
+        if not raw:
+            return None
+        unknown = set(raw) - {"source", "document_id"}
+        if unknown:
+            raise InvalidInputError(f"unknown filter field(s) {sorted(unknown)}; supported: source, document_id")
+
+        def values(key: str) -> tuple[str, ...]:
+            v = raw.get(key)
+            if v is None:
+                return ()
+            items = [v] if isinstance(v, str) else v
+            if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
+                raise InvalidInputError(f"filter {key!r} must be a non-empty string or list of strings")
+            return tuple(items)
+
+        return cls(source=values("source"), document_id=values("document_id"))
+
+    def mask(self, index: Index) -> np.ndarray:
+        """Boolean mask over chunk rows that pass the filter."""
+        allowed = np.zeros(len(index.documents), dtype=bool)
+        for row, doc in enumerate(index.documents):
+            ok = True
+            if self.source:
+                ok = any(fnmatch.fnmatchcase(doc.source, p) for p in self.source)
+            if ok and self.document_id:
+                ok = doc.id in self.document_id
+            allowed[row] = ok
+        return allowed[index.chunk_doc_row] if len(index.chunks) else np.zeros(0, dtype=bool)
+
+
+@dataclass
+class Passage:
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    text: str
+    start: int
+    end: int
+    score: float
+    rank: int
+    row: int = field(repr=False, default=-1)  # chunk row in the index snapshot
+    dense_score: float | None = field(repr=False, default=None)  # cosine with the query, when computed
+
+    def to_dict(self) -> dict:
+        return {"chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
+                "title": self.title, "text": self.text, "start": self.start, "end": self.end,
+                "score": round(float(self.score), 6), "rank": self.rank}
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.ones_like(x)
+
+
+class Retriever:
+    def __init__(self, embedder: Embedder, *, mode: RetrievalMode = RetrievalMode.hybrid,
+                 fusion: FusionMethod = FusionMethod.weighted, dense_weight: float = 0.3, rrf_k: int = 60,
+                 candidates: int = 100):
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
+        if candidates < 1:
+            raise ValueError(f"candidates must be greater than 0, got {candidates}")
+        if rrf_k < 1:
+            raise ValueError(f"rrf_k must be greater than 0, got {rrf_k}")
+        self.embedder = embedder
+        self.mode = RetrievalMode(mode)
+        self.fusion = FusionMethod(fusion)
+        self.dense_weight = dense_weight
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+
+    def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
+               filters: Filters | None = None) -> list[Passage]:
+        if top_k < 1:
+            raise InvalidInputError(f"top_k must be greater than 0, got {top_k}")
+        mode = RetrievalMode(mode or self.mode)
+        n = len(index.chunks)
+        if n == 0:
+            return []
+        mask = filters.mask(index) if filters else None
+        if mask is not None and not mask.any():
+            return []
+        k = min(max(self.candidates, top_k), n)
+        dense: dict[int, float] = {}
+        if mode in (RetrievalMode.dense, RetrievalMode.hybrid):
+            dense = self._dense(index, query, k, mask)
+        lexical_all = index.bm25.scores(query) if mode in (RetrievalMode.lexical, RetrievalMode.hybrid) else None
+        if lexical_all is not None and mask is not None:
+            lexical_all = np.where(mask, lexical_all, -np.inf)
+
+        if mode is RetrievalMode.dense:
+            ranked = sorted(dense.items(), key=lambda kv: -kv[1])
+        elif mode is RetrievalMode.lexical:
+            rows = _top_rows(lexical_all, k)
+            ranked = [(int(r), float(lexical_all[r])) for r in rows if lexical_all[r] > 0]
+        else:
+            ranked = self._fuse(index, query, dense, lexical_all, k)
+        passages = []
+        for rank, (row, score) in enumerate(ranked[:top_k], start=1):
+            c = index.chunks[row]
+            doc = index.documents[index.chunk_doc_row[row]]
+            passages.append(Passage(chunk_id=c.id, document_id=c.document_id, source=doc.source, title=doc.title,
+                                    text=c.text, start=c.start, end=c.end, score=score, rank=rank, row=row,
+                                    dense_score=dense.get(row)))
+        return passages
+
+    def _dense(self, index: Index, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:
+        import faiss
+
+        q = self.embedder.encode_query(query).reshape(1, -1)
+        params = None
+        if mask is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.nonzero(mask)[0].astype(np.int64)))
+        scores, rows = index.vectors.search(q, k, params=params)
+        return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
+
+    def _fuse(self, index: Index, query: str, dense: dict[int, float], lexical_all: np.ndarray,
+              k: int) -> list[tuple[int, float]]:
+        lex_rows = [int(r) for r in _top_rows(lexical_all, k) if lexical_all[r] > 0]
+        if self.fusion is FusionMethod.rrf:
+            fused: dict[int, float] = {}
+            for ranking in (sorted(dense, key=lambda r: -dense[r]), lex_rows):
+                for rank, row in enumerate(ranking, start=1):
+                    fused[row] = fused.get(row, 0.0) + 1.0 / (self.rrf_k + rank)
+            return sorted(fused.items(), key=lambda kv: -kv[1])
+        # Weighted fusion over the union of both candidate lists, each scored exactly by both
+        # retrievers (dense cosine from stored vectors, BM25 from the full score vector).
+        rows = np.array(sorted(set(dense) | set(lex_rows)), dtype=np.int64)
+        missing = [r for r in rows.tolist() if r not in dense]
+        if missing:
+            q = self.embedder.encode_query(query)
+            vecs = np.vstack([index.vectors.reconstruct(int(r)) for r in missing])
+            for r, s in zip(missing, vecs @ q):
+                dense[r] = float(s)
+        d = np.array([dense[r] for r in rows.tolist()], dtype=np.float64)
+        lex = lexical_all[rows].astype(np.float64)
+        score = self.dense_weight * _minmax(d) + (1.0 - self.dense_weight) * _minmax(lex)
+        order = np.argsort(-score, kind="stable")
+        return [(int(rows[i]), float(score[i])) for i in order]
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
