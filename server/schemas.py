@@ -1,0 +1,80 @@
+"""Request and response schemas of the HTTP API (the design's contract)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.config import RetrievalMode
+
+TopK = Annotated[int, Field(strict=True, ge=1, le=50, description="How many passages to retrieve (1-50).")]
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str | list[str] | None = Field(None, description="Source path or glob (`seeds/*`), or a list of them.")
+    document_id: str | list[str] | None = Field(None, description="Document id, or a list of them.")
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: Annotated[str, Field(strict=True, description="The question; not blank.")]
+    top_k: TopK = 5
+    generator: str | None = Field(None, description="`extractive` (default) or `openai`.")
+    filters: Filters | None = None
+    mode: RetrievalMode | None = Field(None, description="Retrieval mode; hybrid by default.")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: Annotated[str, Field(strict=True, description="The search query; not blank.")]
+    top_k: TopK = 5
+    filters: Filters | None = None
+    mode: RetrievalMode | None = None
+
+
+class PassageOut(BaseModel):
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    text: str
+    start: int
+    end: int
+    score: float
+    rank: int
+
+
+class CitationOut(BaseModel):
+    id: int
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    text: str = Field(description="Exactly the document's stored text[start:end].")
+    start: int
+    end: int
+    score: float
+
+
+class Fallback(BaseModel):
+    from_: str = Field(alias="from")
+    reason: str
+
+
+class AskResponse(BaseModel):
+    answer: str
+    abstained: bool
+    generator: str
+    citations: list[CitationOut]
+    passages: list[PassageOut]
+    timings_ms: dict[str, float]
+    fallback: Fallback | None = None
+
+
+class SearchResponse(BaseModel):
+    passages: list[PassageOut]
+
+
+class ErrorBody(BaseModel):
+    detail: str
