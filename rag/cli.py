@@ -25,7 +25,8 @@ def _settings(args: argparse.Namespace):
 def _progress_bar(desc: str):
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="text", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=0, desc=desc, unit="text", file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.2 if sys.stderr.isatty() else 5.0)
 
     def update(done: int, total: int) -> None:
         bar.total = total

@@ -58,6 +58,15 @@ class Pipeline:
         self._write_lock = threading.Lock()
         self._generators: dict[str, Generator] | None = None
 
+    def with_settings(self, **overrides) -> "Pipeline":
+        """A sibling pipeline with some settings changed, sharing the embedder and, when the index
+        would be built the same way, the loaded index (used by evaluation to compare variants)."""
+        settings = Settings(**{**self.settings.model_dump(), **overrides})
+        sibling = Pipeline(settings, embedder=self._embedder)
+        if self._index is not None and sibling.index_config == self._index.config:
+            sibling._index = self._index
+        return sibling
+
     # -- components ----------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:

@@ -1,0 +1,123 @@
+"""Shared fixtures: the real embedding model (loaded once), the seed index (built once), real
+uvicorn servers on loopback, and an OpenAI-compatible stand-in speaking the real wire format."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag.config import Settings
+from rag.embedding import SentenceTransformerEmbedder
+from rag.pipeline import Pipeline
+from server.app import create_app
+
+from support import REPO, SEEDS, LLMStandIn, running_server, wait_ready
+
+
+# -- the model and the seed index: built once per session -------------------------------
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def seed_data_dir(tmp_path_factory, embedder) -> Path:
+    data_dir = tmp_path_factory.mktemp("seed-data")
+    Pipeline(Settings(data_dir=data_dir, seed_dir=SEEDS), embedder=embedder).load()
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def seed_pipeline(seed_data_dir, embedder) -> Pipeline:
+    """The seed index, loaded from disk. Read-only: tests that write use `tmp_pipeline`."""
+    pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS), embedder=embedder)
+    pipeline.load(build_from_seeds=False)
+    return pipeline
+
+
+@pytest.fixture
+def make_seed_pipeline(seed_data_dir, embedder):
+    """A pipeline over the (read-only) seed index with other query-time settings."""
+
+    def make(**overrides) -> Pipeline:
+        pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS, **overrides), embedder=embedder)
+        pipeline.load(build_from_seeds=False)
+        return pipeline
+
+    return make
+
+
+@pytest.fixture
+def tmp_pipeline(tmp_path, embedder):
+    """A factory of pipelines over a fresh, empty data dir under tmp_path (for tests that write)."""
+
+    def make(data_dir: Path | None = None, *, with_embedder=None, **overrides) -> Pipeline:
+        settings = Settings(data_dir=data_dir or tmp_path / "data", seed_dir=SEEDS, **overrides)
+        return Pipeline(settings, embedder=with_embedder or embedder)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def seed_doc(seed_pipeline):
+    (doc,) = seed_pipeline.index.documents
+    return doc
+
+
+# -- the OpenAI-compatible stand-in ------------------------------------------------------
+@pytest.fixture(scope="session")
+def _llm_server():
+    stand_in = LLMStandIn()
+    with running_server(stand_in.app()) as base_url:
+        stand_in.base_url = base_url + "/v1"
+        yield stand_in
+
+
+@pytest.fixture
+def llm(_llm_server) -> LLMStandIn:
+    """The stand-in, reset to answer normally; tests set `.mode` / `.reply` / `.delay`."""
+    _llm_server.reset()
+    yield _llm_server
+    _llm_server.reset()
+
+
+# -- the API over real HTTP --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def api(seed_pipeline):
+    """An httpx client for a real uvicorn server on loopback serving the seed pipeline."""
+    app = create_app(seed_pipeline, load_in_background=False)
+    with running_server(app) as base_url:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            wait_ready(client)
+            yield client
+
+
+@pytest.fixture
+def serve_pipeline():
+    """Serve any pipeline over real HTTP for the duration of a test: `with serve_pipeline(p) as client:`."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def serve(pipeline: Pipeline, *, ready: bool = True):
+        app = create_app(pipeline, load_in_background=False)
+        with running_server(app) as base_url:
+            with httpx.Client(base_url=base_url, timeout=60) as client:
+                if ready:
+                    wait_ready(client)
+                yield client
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def dev_questions() -> list[dict]:
+    path = REPO.parent / "shared" / "data" / "seed_dev_qa.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

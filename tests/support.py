@@ -1,0 +1,158 @@
+"""Helpers shared by the tests: real servers on loopback, the LLM stand-in, contract checks."""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = REPO / "seeds"
+DEV_QA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_dev_qa.jsonl"
+SEED_FILE = "000_3a5d4e61db94d030.txt"
+MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+OFF_TOPIC = "What will the weather be in Paris tomorrow?"
+PESKOV_SENTENCE_START = "However, Russia has strongly rejected this idea, with Kremlin spokesman Dmitry Peskov"
+
+
+# -- real servers ----------------------------------------------------------------------
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Run `app` with uvicorn on a loopback port in a background thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wait_ready(client: httpx.Client, deadline_s: float = 60) -> dict:
+    """Poll /readyz until it answers 200 (a readiness wait, not a timing assertion)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        r = client.get("/readyz")
+        if r.status_code == 200:
+            return r.json()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server never became ready: {r.status_code} {r.text}")
+        time.sleep(0.05)
+
+
+# -- the OpenAI-compatible stand-in ----------------------------------------------------
+class LLMStandIn:
+    """A chat-completions server on loopback. Behaviour per test:
+
+    mode "normal"  -> 200 with `reply` (default cites passages [2] then [1])
+    mode "slow"    -> sleeps `delay` seconds, then answers like "normal"
+    mode "error"   -> HTTP `status` (500) with an OpenAI-style error body
+    mode "garbage" -> 200 with a body that is not a chat completion
+    """
+
+    DEFAULT_REPLY = "Russia rejected the plan [2]. Peskov and Lavrov both expressed disapproval [1][2]."
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[dict] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.mode = "normal"
+        self.reply = self.DEFAULT_REPLY
+        self.delay = 0.0
+        self.status = 500
+        self.requests = []
+
+    def app(self) -> Starlette:
+        async def completions(request: Request):
+            body = await request.json()
+            self.requests.append({"body": body, "headers": dict(request.headers)})
+            if self.mode == "slow":
+                await asyncio.sleep(self.delay)
+            if self.mode == "error":
+                return JSONResponse({"error": {"message": "the model crashed", "type": "server_error"}},
+                                    status_code=self.status)
+            if self.mode == "garbage":
+                return JSONResponse({"unexpected": True})
+            return JSONResponse({
+                "id": "chatcmpl-standin-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            })
+
+        return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+# -- contract checks -------------------------------------------------------------------
+def markers(text: str) -> list[int]:
+    out: list[int] = []
+    for m in MARKER.finditer(text):
+        out.extend(int(x) for x in m.group(1).split(","))
+    return out
+
+
+def document_text(pipeline, document_id: str) -> str:
+    doc = pipeline.index.document(document_id)
+    assert doc is not None, f"citation names unknown document {document_id}"
+    return doc.text
+
+
+def check_answer_contract(result: dict, pipeline) -> None:
+    """The design's citation rules, on an /ask-shaped dict."""
+    cited = markers(result["answer"])
+    citations = result["citations"]
+    if result["abstained"]:
+        assert citations == [], "an abstention cites nothing"
+        assert cited == [], "an abstention has no markers"
+        assert result["answer"].strip()
+        return
+    assert citations, "an answer that does not abstain cites its evidence"
+    # Every [n] resolves to citations[n-1].
+    for n in cited:
+        assert 1 <= n <= len(citations), f"[{n}] names no citation ({len(citations)} citations)"
+    # Every citation is used, and numbering is by first use (1, 2, 3, ... in order of appearance).
+    first_use = list(dict.fromkeys(cited))
+    assert first_use == list(range(1, len(citations) + 1)), f"markers in first-use order: {first_use}"
+    for i, c in enumerate(citations, start=1):
+        assert c["id"] == i
+        text = document_text(pipeline, c["document_id"])
+        assert 0 <= c["start"] < c["end"] <= len(text)
+        assert text[c["start"]:c["end"]] == c["text"], "citation text must equal document.text[start:end]"
+
+
+def check_passage(p: dict, pipeline) -> None:
+    assert set(p) >= {"chunk_id", "document_id", "source", "title", "text", "start", "end", "score", "rank"}
+    assert isinstance(p["chunk_id"], str) and p["chunk_id"]
+    assert isinstance(p["score"], float)
+    doc = pipeline.index.document(p["document_id"])
+    assert doc is not None
+    assert p["source"] == doc.source and p["title"] == doc.title
+    assert doc.text[p["start"]:p["end"]] == p["text"]

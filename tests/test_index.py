@@ -1,0 +1,199 @@
+"""The persisted index: round trips, atomic saves, corruption and mismatch detection, incremental ingest."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from rag.documents import make_document
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.index import CURRENT, load_index
+
+from support import SEEDS
+
+
+class CountingEmbedder:
+    """Delegates to the real embedder and records every text it is asked to encode."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.name = inner.name
+        self.encoded: list[str] = []
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def encode(self, texts, *, show_progress: bool = False):
+        self.encoded.extend(texts)
+        return self._inner.encode(texts, show_progress=show_progress)
+
+    def encode_query(self, text):
+        return self._inner.encode_query(text)
+
+
+EXTRA_TEXT = ("The Skellig lighthouse was automated in 1987.\n"
+              "Its last keeper, Orla Brennan, now runs a small museum on Valentia Island.\n")
+
+
+@pytest.fixture
+def copied_seed_index(tmp_path, seed_data_dir) -> Path:
+    """A private copy of the seed data dir, safe to damage."""
+    target = tmp_path / "data"
+    shutil.copytree(seed_data_dir, target)
+    return target
+
+
+def _snapshot(data_dir: Path) -> Path:
+    index_dir = data_dir / "index"
+    return index_dir / (index_dir / CURRENT).read_text().strip()
+
+
+def test_save_then_load_round_trips(seed_pipeline, tmp_path):
+    index = seed_pipeline.index
+    root = tmp_path / "copy"
+    snap = index.save(root)
+    assert (root / CURRENT).read_text().strip() == snap.name
+    loaded = load_index(root, seed_pipeline.index_config)
+    assert len(loaded.documents) == len(index.documents) == 1
+    assert len(loaded.chunks) == len(index.chunks) > 1
+    assert len(loaded.sentences) == len(index.sentences) > len(index.chunks)
+    assert loaded.documents[0].text == index.documents[0].text
+    assert [(c.id, c.start, c.end, c.text, c.sentences) for c in loaded.chunks] == \
+           [(c.id, c.start, c.end, c.text, c.sentences) for c in index.chunks]
+    np.testing.assert_array_equal(loaded.chunk_vectors(), index.chunk_vectors())
+    np.testing.assert_array_equal(loaded.sentence_vectors, index.sentence_vectors)
+    np.testing.assert_array_equal(loaded.bm25.scores("Peskov Lavrov"), index.bm25.scores("Peskov Lavrov"))
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest["counts"] == {"documents": 1, "chunks": len(index.chunks), "sentences": len(index.sentences)}
+
+
+def test_missing_index_is_reported(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="rag ingest"):
+        load_index(tmp_path / "nothing-here")
+
+
+def test_crash_mid_save_leaves_previous_index_loadable(copied_seed_index, tmp_pipeline, monkeypatch):
+    pipeline = tmp_pipeline(copied_seed_index)
+    pipeline.load(build_from_seeds=False)
+    before = _snapshot(copied_seed_index)
+    n_chunks = len(pipeline.index.chunks)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(faiss, "write_index", crash)
+    with pytest.raises(OSError, match="simulated"):
+        pipeline.ingest_documents([make_document(EXTRA_TEXT, source="extra/lighthouse.txt")])
+    monkeypatch.undo()
+
+    assert _snapshot(copied_seed_index) == before
+    leftovers = [p.name for p in (copied_seed_index / "index").iterdir() if p.name.startswith(".tmp")]
+    assert leftovers == []
+    reloaded = load_index(copied_seed_index / "index", pipeline.index_config)
+    assert len(reloaded.documents) == 1 and len(reloaded.chunks) == n_chunks
+    # The running pipeline still serves the old snapshot.
+    assert len(pipeline.index.documents) == 1
+    assert pipeline.search("What did Peskov say?", 3)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+@pytest.mark.parametrize("name", ["chunks.faiss", "documents.jsonl", "sentence_vectors.npy"])
+def test_damaged_snapshot_file_is_refused_with_a_clear_message(copied_seed_index, seed_pipeline, name, damage):
+    path = _snapshot(copied_seed_index) / name
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        path.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
+    else:
+        path.unlink()
+    with pytest.raises(IndexCorruptError) as info:
+        load_index(copied_seed_index / "index", seed_pipeline.index_config)
+    message = str(info.value)
+    assert name in message
+    assert "rebuild" in message
+    assert ("missing" if damage == "delete" else "corrupt") in message
+
+
+def test_corrupt_manifest_and_dangling_pointer_are_refused(copied_seed_index, seed_pipeline):
+    snap = _snapshot(copied_seed_index)
+    (snap / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexCorruptError, match="manifest.json"):
+        load_index(copied_seed_index / "index")
+    (copied_seed_index / "index" / CURRENT).write_text("snap-that-does-not-exist")
+    with pytest.raises(IndexCorruptError, match="snap-that-does-not-exist"):
+        load_index(copied_seed_index / "index")
+
+
+def test_pipeline_refuses_a_corrupt_index_instead_of_rebuilding_silently(copied_seed_index, tmp_pipeline):
+    path = _snapshot(copied_seed_index) / "chunks.jsonl"
+    path.write_bytes(path.read_bytes()[:100])
+    pipeline = tmp_pipeline(copied_seed_index)
+    with pytest.raises(IndexCorruptError):
+        pipeline.load()
+    assert not pipeline.ready
+
+
+def test_other_chunk_size_is_a_mismatch(seed_data_dir, seed_pipeline, tmp_pipeline):
+    expected = dataclasses.replace(seed_pipeline.index_config, chunk_size=500)
+    with pytest.raises(IndexMismatchError) as info:
+        load_index(seed_data_dir / "index", expected)
+    assert "chunk_size" in str(info.value) and "500" in str(info.value) and "1000" in str(info.value)
+    with pytest.raises(IndexMismatchError, match="chunk_size"):
+        tmp_pipeline(seed_data_dir, chunk_size=500).load()
+
+
+def test_changed_settings_rebuild_on_ingest(copied_seed_index, tmp_pipeline, embedder):
+    counting = CountingEmbedder(embedder)
+    pipeline = tmp_pipeline(copied_seed_index, chunk_size=500, with_embedder=counting)
+    report = pipeline.ingest([SEEDS])
+    assert report.rebuilt and "chunk_size" in report.rebuilt
+    assert counting.encoded, "a settings change re-embeds"
+    reloaded = load_index(copied_seed_index / "index", pipeline.index_config)
+    assert reloaded.config.chunk_size == 500
+    assert all(len(c.text) <= 500 for c in reloaded.chunks)
+
+
+def test_reingesting_unchanged_documents_does_not_embed_them(tmp_path, tmp_pipeline, embedder):
+    counting = CountingEmbedder(embedder)
+    data_dir = tmp_path / "data"
+    first = tmp_pipeline(data_dir, with_embedder=counting)
+    report = first.ingest([SEEDS])
+    assert (report.added, report.updated, report.unchanged) == (1, 0, 0)
+    assert counting.encoded
+
+    # Same pipeline, same files: nothing embedded.
+    counting.encoded.clear()
+    report = first.ingest([SEEDS])
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
+    assert counting.encoded == []
+    assert report.documents == 1 and report.chunks == len(first.index.chunks)
+
+    # A fresh process (pipeline) over the stored index: still nothing embedded for the seed.
+    second = tmp_pipeline(data_dir, with_embedder=counting)
+    extra = tmp_path / "extra.txt"
+    extra.write_text(EXTRA_TEXT, encoding="utf-8")
+    report = second.ingest([SEEDS, extra])
+    assert (report.added, report.updated, report.unchanged) == (1, 0, 1)
+    assert counting.encoded, "the new document is embedded"
+    assert all(t in EXTRA_TEXT for t in counting.encoded), "only the new document's texts are embedded"
+    assert report.documents == 2
+
+    # Search still works over reused and new vectors alike.
+    top = second.search("Who was the last keeper of the Skellig lighthouse?", 1)[0]
+    assert "Orla Brennan" in top.text
+    top = second.search("What did Peskov say?", 3)
+    assert any("Peskov" in p.text for p in top)
+
+    # Changing a document re-embeds only that document.
+    counting.encoded.clear()
+    extra.write_text(EXTRA_TEXT + "The museum opens in May.\n", encoding="utf-8")
+    report = second.ingest([SEEDS, extra])
+    assert (report.added, report.updated, report.unchanged) == (0, 1, 1)
+    assert counting.encoded and all(t in extra.read_text(encoding="utf-8") for t in counting.encoded)
