@@ -56,7 +56,10 @@ def _split_long(start: int, end: int, text: str, limit: int) -> list[Span]:
     while end - start > limit:
         cut = text.rfind(" ", start + limit // 2, start + limit)
         cut = cut if cut > start else start + limit
-        spans.append(Span(start, cut))
+        piece_end = cut
+        while piece_end > start and text[piece_end - 1].isspace():
+            piece_end -= 1
+        spans.append(Span(start, piece_end))
         start = cut
         while start < end and text[start].isspace():
             start += 1

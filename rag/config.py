@@ -40,19 +40,22 @@ class Settings(BaseSettings):
 
     chunk_size: int = Field(1000, ge=100, le=20000, description="Target chunk length in characters.")
     chunk_overlap: int = Field(1, ge=0, le=10, description="Sentences shared by consecutive chunks.")
-    index_titles: bool = Field(False, description="Prefix each chunk with its document title when indexing.")
+    index_titles: bool = Field(True, description="Index each chunk's document title with it in BM25.")
 
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid
     fusion: FusionMethod = FusionMethod.weighted
-    dense_weight: float = Field(0.3, ge=0.0, le=1.0, description="Weight of dense scores in weighted fusion; BM25 gets 1 - this.")
+    dense_weight: float = Field(0.2, ge=0.0, le=1.0, description="Weighted fusion: weight of the chunk's cosine.")
+    sentence_weight: float = Field(0.4, ge=0.0, le=1.0,
+                                   description="Weighted fusion: weight of the chunk's best sentence cosine; "
+                                               "BM25 gets 1 - dense_weight - sentence_weight.")
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(100, ge=1, le=10000, description="Candidates taken from each retriever before fusion.")
     top_k: int = Field(5, ge=1, le=50)
 
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
-    abstain_threshold: float = Field(0.45, description="Extractive: abstain when the best sentence scores below this.")
+    abstain_threshold: float = Field(0.42, description="Extractive: abstain when the best sentence scores below this.")
     answer_max_sentences: int = Field(2, ge=1, le=10)
-    answer_max_words: int = Field(60, ge=5, le=1000)
+    answer_max_words: int = Field(75, ge=5, le=1000)
 
     openai_base_url: str = Field("http://127.0.0.1:11434/v1", description="OpenAI-compatible server, ending in /v1.")
     openai_model: str = "gpt-4o-mini"
@@ -68,6 +71,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
+        if self.dense_weight + self.sentence_weight > 1.0 + 1e-9:
+            raise ValueError(f"dense_weight + sentence_weight must be at most 1, got "
+                             f"{self.dense_weight} + {self.sentence_weight}")
         if self.generator not in ("extractive", "openai"):
             raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
         return self

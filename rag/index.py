@@ -50,14 +50,14 @@ class IndexConfig:
     chunk_overlap: int
     index_titles: bool
 
+    def same_vectors(self, other: "IndexConfig") -> bool:
+        """Whether stored vectors can be reused (only BM25-side settings differ)."""
+        return (self.embed_model, self.dimension, self.chunk_size, self.chunk_overlap) == (
+            other.embed_model, other.dimension, other.chunk_size, other.chunk_overlap)
+
     def differences(self, other: "IndexConfig") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
         return [f"{k}: index has {theirs[k]!r}, settings say {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
-
-
-def index_text(title: str, text: str, with_title: bool) -> str:
-    """What is embedded and BM25-indexed for a chunk: optionally its document title first."""
-    return f"{title}\n{text}" if with_title and title else text
 
 
 @dataclass
@@ -289,7 +289,7 @@ def build_index(documents: Sequence[Document], embedder: Embedder, config: Index
     import faiss
 
     chunking = ChunkingConfig(config.chunk_size, config.chunk_overlap)
-    reuse = previous if previous is not None and previous.config == config else None
+    reuse = previous if previous is not None and previous.config.same_vectors(config) else None
     prev_chunk_vectors = reuse.chunk_vectors() if reuse is not None else None
 
     all_chunks: list[Chunk] = []
@@ -330,7 +330,7 @@ def build_index(documents: Sequence[Document], embedder: Embedder, config: Index
         for c in chunk_document(doc, chunking):
             first = sent_index[(c.sentences[0].start, c.sentences[0].end)]
             ranges.append((first, first + len(c.sentences)))
-            to_embed_chunks.append((len(all_chunks), index_text(doc.title, c.text, config.index_titles)))
+            to_embed_chunks.append((len(all_chunks), c.text))
             all_chunks.append(c)
             chunk_vecs.append(None)
 
@@ -361,7 +361,8 @@ def build_index(documents: Sequence[Document], embedder: Embedder, config: Index
     if len(chunk_matrix):
         vectors.add(chunk_matrix)
     titles = {d.id: d.title for d in documents}
-    bm25 = BM25Index.build([index_text(titles[c.document_id], c.text, config.index_titles) for c in all_chunks])
+    bm25 = BM25Index.build([c.text for c in all_chunks],
+                           [titles[c.document_id] for c in all_chunks] if config.index_titles else None)
     return Index(config=config, documents=list(documents), chunks=all_chunks,
                  chunk_sentences=np.asarray(ranges, dtype=np.int64).reshape(-1, 2),
                  sentences=np.asarray(sentence_rows, dtype=np.int64).reshape(-1, 3),

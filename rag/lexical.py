@@ -1,7 +1,9 @@
 """BM25 over chunks with bm25s (English stop words, Snowball stemming)."""
 from __future__ import annotations
 
+import json
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -21,30 +23,41 @@ def _stemmer():
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-cased Snowball stems without stop words. bm25s's larger English list ("en_plus", which
+    also drops question words such as "what" and "did") beat its 33-word Lucene list on SQuAD:
+    BM25 hit@1 0.782 vs 0.768."""
     import bm25s
 
-    return bm25s.tokenize(list(texts), lower=True, stopwords="en", stemmer=_stemmer(),
+    return bm25s.tokenize(list(texts), lower=True, stopwords="en_plus", stemmer=_stemmer(),
                           return_ids=False, show_progress=False)
 
 
 class BM25Index:
     """Scores every chunk for a query; rows line up with the chunk store."""
 
-    def __init__(self, model, size: int):
+    def __init__(self, model, size: int, text_df: dict[str, int]):
         self._model = model
         self.size = size
+        self._text_df = text_df  # document frequency over chunk text alone (no titles)
 
     @classmethod
-    def build(cls, texts: Sequence[str], *, k1: float = 1.2, b: float = 0.75, method: str = "lucene") -> "BM25Index":
+    def build(cls, texts: Sequence[str], titles: Sequence[str] | None = None, *, k1: float = 0.9, b: float = 0.4,
+              method: str = "lucene") -> "BM25Index":
+        """Index `texts`, each with its title's words in front when `titles` is given (a title field
+        helped on SQuAD). k1=0.9, b=0.4 (Anserini's defaults) beat 1.5/0.75 and 1.2/0.75 there."""
         import bm25s
 
         model = bm25s.BM25(k1=k1, b=b, method=method)
         tokens = tokenize(texts)
+        text_df = Counter(t for toks in tokens for t in set(toks))
+        if titles is not None:
+            title_tokens = dict(zip(set(titles), tokenize(list(set(titles)))))
+            tokens = [title_tokens[title] + toks for title, toks in zip(titles, tokens)]
         # bm25s cannot index an empty corpus or a corpus without any token; keep a placeholder token.
         tokens = [t if t else ["\u2205"] for t in tokens]
         if tokens:
             model.index(tokens, show_progress=False)
-        return cls(model, len(tokens))
+        return cls(model, len(tokens), dict(text_df))
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk for `query` (zeros when the query has no indexable word)."""
@@ -56,22 +69,17 @@ class BM25Index:
         return np.asarray(self._model.get_scores(tokens), dtype=np.float32)
 
     def idf(self, terms) -> dict[str, float]:
-        """Inverse document frequency of each (already tokenized) term; unseen terms get the maximum."""
+        """Inverse document frequency of each (already tokenized) term over chunk text without titles
+        (a title repeated in every chunk of a document would make its words look common)."""
         n = max(self.size, 1)
-        out = {}
-        vocab = self._model.vocab_dict if self._model is not None else {}
-        indptr = self._model.scores["indptr"] if self._model is not None else None
-        for t in terms:
-            i = vocab.get(t)
-            df = int(indptr[i + 1] - indptr[i]) if i is not None else 0
-            out[t] = float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
-        return out
+        return {t: float(np.log(1.0 + (n - (df := self._text_df.get(t, 0)) + 0.5) / (df + 0.5))) for t in terms}
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         if self.size:
             self._model.save(str(directory), show_progress=False)
         (directory / "size.txt").write_text(str(self.size))
+        (directory / "text_df.json").write_text(json.dumps(self._text_df, ensure_ascii=False))
 
     @classmethod
     def load(cls, directory: Path) -> "BM25Index":
@@ -85,4 +93,5 @@ class BM25Index:
                 from .errors import IndexCorruptError
 
                 raise IndexCorruptError(f"BM25 index holds {indexed} chunks but its size file says {size}")
-        return cls(model, size)
+        text_df = json.loads((directory / "text_df.json").read_text(encoding="utf-8"))
+        return cls(model, size, text_df)

@@ -86,6 +86,7 @@ class Pipeline:
     def retriever(self) -> Retriever:
         s = self.settings
         return Retriever(self.embedder, mode=s.retrieval_mode, fusion=s.fusion, dense_weight=s.dense_weight,
+                         sentence_weight=s.sentence_weight,
                          rrf_k=s.rrf_k, candidates=s.candidates)
 
     @property
@@ -184,7 +185,7 @@ class Pipeline:
         query = self.check_question(query)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
-        return self.retriever.search(self.index, query, top_k or self.settings.top_k,
+        return self.retriever.search(self.index, query, self.settings.top_k if top_k is None else top_k,
                                      mode=RetrievalMode(mode) if mode else None, filters=filters)
 
     def generator(self, name: str | None) -> Generator:
@@ -202,7 +203,7 @@ class Pipeline:
         question = self.check_question(question)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
-        passages = self.retriever.search(index, question, top_k or self.settings.top_k,
+        passages = self.retriever.search(index, question, self.settings.top_k if top_k is None else top_k,
                                          mode=RetrievalMode(mode) if mode else None, filters=filters)
         t1 = time.perf_counter()
         try:

@@ -78,10 +78,12 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 class Retriever:
     def __init__(self, embedder: Embedder, *, mode: RetrievalMode = RetrievalMode.hybrid,
-                 fusion: FusionMethod = FusionMethod.weighted, dense_weight: float = 0.3, rrf_k: int = 60,
-                 candidates: int = 100):
+                 fusion: FusionMethod = FusionMethod.weighted, dense_weight: float = 0.2,
+                 sentence_weight: float = 0.4, rrf_k: int = 60, candidates: int = 100):
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
+        if not 0.0 <= sentence_weight <= 1.0 - dense_weight + 1e-9:
+            raise ValueError(f"sentence_weight must be within [0, 1 - dense_weight], got {sentence_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be greater than 0, got {candidates}")
         if rrf_k < 1:
@@ -90,6 +92,7 @@ class Retriever:
         self.mode = RetrievalMode(mode)
         self.fusion = FusionMethod(fusion)
         self.dense_weight = dense_weight
+        self.sentence_weight = sentence_weight
         self.rrf_k = rrf_k
         self.candidates = candidates
 
@@ -147,20 +150,35 @@ class Retriever:
                 for rank, row in enumerate(ranking, start=1):
                     fused[row] = fused.get(row, 0.0) + 1.0 / (self.rrf_k + rank)
             return sorted(fused.items(), key=lambda kv: -kv[1])
-        # Weighted fusion over the union of both candidate lists, each scored exactly by both
-        # retrievers (dense cosine from stored vectors, BM25 from the full score vector).
+        # Weighted fusion over the union of both candidate lists, each candidate scored exactly by
+        # three signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
+        # at ingest) and BM25 (from the full score vector); each min-max normalised over the pool.
         rows = np.array(sorted(set(dense) | set(lex_rows)), dtype=np.int64)
+        q = self.embedder.encode_query(query)
         missing = [r for r in rows.tolist() if r not in dense]
         if missing:
-            q = self.embedder.encode_query(query)
             vecs = np.vstack([index.vectors.reconstruct(int(r)) for r in missing])
             for r, s in zip(missing, vecs @ q):
                 dense[r] = float(s)
         d = np.array([dense[r] for r in rows.tolist()], dtype=np.float64)
         lex = lexical_all[rows].astype(np.float64)
-        score = self.dense_weight * _minmax(d) + (1.0 - self.dense_weight) * _minmax(lex)
+        score = self.dense_weight * _minmax(d) + (1.0 - self.dense_weight - self.sentence_weight) * _minmax(lex)
+        if self.sentence_weight > 0:
+            score += self.sentence_weight * _minmax(best_sentence_cosine(index, rows, q))
         order = np.argsort(-score, kind="stable")
         return [(int(rows[i]), float(score[i])) for i in order]
+
+
+def best_sentence_cosine(index: Index, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """For each chunk row, the highest cosine between the query and one of its sentences."""
+    ranges = index.chunk_sentences[rows]
+    lengths = ranges[:, 1] - ranges[:, 0]
+    if len(rows) == 0 or lengths.min() <= 0:
+        return np.array([float((index.sentence_vectors[s0:s1] @ q).max(initial=-1.0)) for s0, s1 in ranges.tolist()])
+    sentence_rows = np.concatenate([np.arange(s0, s1) for s0, s1 in ranges.tolist()])
+    cos = index.sentence_vectors[sentence_rows] @ q
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    return np.maximum.reduceat(cos, starts).astype(np.float64)
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

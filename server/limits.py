@@ -1,4 +1,9 @@
-"""Request body size limit as plain ASGI middleware: refuses before the body is buffered."""
+"""Request body size limit as plain ASGI middleware: refuses before the app parses anything.
+
+A declared Content-Length over the limit is refused at once; otherwise (chunked bodies included)
+the body is read up to the limit and replayed to the app, so a body that grows past the limit is
+refused with 413 too, never half-parsed.
+"""
 from __future__ import annotations
 
 import json
@@ -10,50 +15,45 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    return await self._refuse(send, 400, "invalid Content-Length header")
+                    return await _refuse(send, 400, "invalid Content-Length header")
                 if declared > self.max_bytes:
-                    return await self._refuse(send, 413, self._message())
-        seen = 0
-        responded = False
-
-        async def limited_receive():
-            nonlocal seen
+                    return await _refuse(send, 413, self._message())
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                return await _refuse(send, 413, self._message())
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        async def tracking_send(message):
-            nonlocal responded
-            if message["type"] == "http.response.start":
-                responded = True
-            await send(message)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not responded:
-                await self._refuse(send, 413, self._message())
+        await self.app(scope, replay, send)
 
     def _message(self) -> str:
         return f"request body is over the {self.max_bytes} byte limit"
 
-    @staticmethod
-    async def _refuse(send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
-
-class _TooLarge(Exception):
-    pass
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

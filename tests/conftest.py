@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import json
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from rag.embedding import SentenceTransformerEmbedder
 from rag.pipeline import Pipeline
 from server.app import create_app
 
-from support import REPO, SEEDS, LLMStandIn, running_server, wait_ready
+from support import SEEDS, LLMStandIn, running_server, wait_ready
 
 
 # -- the model and the seed index: built once per session -------------------------------
@@ -114,10 +113,3 @@ def serve_pipeline():
                 yield client
 
     return serve
-
-
-@pytest.fixture(scope="session")
-def dev_questions() -> list[dict]:
-    path = REPO.parent / "shared" / "data" / "seed_dev_qa.jsonl"
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -92,6 +92,14 @@ def test_an_over_long_sentence_is_split_at_whitespace():
             assert "wor d" not in piece
 
 
+def test_split_pieces_of_a_long_sentence_carry_no_surrounding_whitespace():
+    """Like every other sentence span, the pieces of a split sentence are trimmed (double spaces too)."""
+    long_sentence = "  ".join(f"word{i}" for i in range(120)) + "."
+    doc = make_document(f"Opener.\r\n{long_sentence}\r\nCloser here.\r\n", source="mem/double.txt")
+    chunks = chunk_document(doc, ChunkingConfig(200, 0))
+    _check_offsets(doc, chunks)
+
+
 def test_split_sentences_reports_sentences_with_exact_spans():
     text = "Dr. Smith arrived at 9 a.m. on Monday. He left early!\n\nWas it late? Nobody knew.\n"
     (section,) = split_sentences(text)

@@ -56,6 +56,8 @@ def test_invalid_queries_are_refused(seed_pipeline):
         seed_pipeline.search("   ", 3)
     with pytest.raises(InvalidInputError, match="top_k"):
         seed_pipeline.retriever.search(seed_pipeline.index, "Ukraine", 0)
+    with pytest.raises(InvalidInputError, match="top_k"):
+        seed_pipeline.search("Ukraine", 0)  # not silently replaced by the default
     with pytest.raises(InvalidInputError, match="unknown filter"):
         seed_pipeline.search("Ukraine", 3, filters={"author": "x"})
 
