@@ -76,18 +76,21 @@ def _pipeline_for(dataset: Dataset, args: argparse.Namespace):
         return pipeline
     data_dir = settings.data_dir / "eval" / _corpus_hash(dataset)
     pipeline = Pipeline(settings.model_copy(update={"data_dir": data_dir}))
-    from rag.errors import IndexError_
+    from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 
+    rebuild = False
     try:
         pipeline.load(build_from_seeds=False)
         return pipeline
-    except IndexError_:
-        pass
+    except IndexMismatchError:
+        pass  # built with other settings: re-index, reusing vectors where the model and chunking agree
+    except (IndexNotFoundError, IndexCorruptError):
+        rebuild = True
     from rag.cli import _progress_bar
 
     bar, update = _progress_bar(f"indexing {len(dataset.corpus)} documents")
     try:
-        pipeline.ingest_documents(dataset.corpus, progress=update, replace_all=True, rebuild=True)
+        pipeline.ingest_documents(dataset.corpus, progress=update, replace_all=True, rebuild=rebuild)
     finally:
         bar.close()
     return pipeline

@@ -4,8 +4,10 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -64,10 +66,21 @@ class Settings(BaseSettings):
     openai_connect_timeout_s: float = Field(3.0, gt=0)
     openai_fallback: bool = Field(True, description="Answer extractively (marked) when the LLM server fails.")
 
+    chat_model_name: str = Field("rag", description="Model name served by /v1/chat/completions and /v1/models.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser (comma-separated).")
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_question_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -4,14 +4,29 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .config import DEFAULT_MODEL
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
+
+
+@contextmanager
+def batch_threads(threads: int | None = None) -> Iterator[None]:
+    """Use every core for bulk encoding (ingest), then go back to the query-time thread count:
+    one thread answers single queries fastest here, but batches gain from all cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Embedder(Protocol):

@@ -20,6 +20,12 @@ class UnknownGeneratorError(InvalidInputError):
         self.name = name
 
 
+class NotFoundError(InvalidInputError):
+    """Something the request names does not exist (a model, a document)."""
+
+    code = "not_found"
+
+
 class DocumentError(RagError):
     """A file that cannot be read as a document (binary, unreadable, empty)."""
 

@@ -5,11 +5,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import AsyncIterator, Callable, Iterable, Sequence
 
 from .config import RetrievalMode, Settings
+from .conversation import Turn, is_follow_up, standalone_query
 from .documents import Document, LoadResult, SkippedFile, load_paths
-from .embedding import Embedder, SentenceTransformerEmbedder
+from .embedding import Embedder, SentenceTransformerEmbedder, batch_threads
 from .errors import (GeneratorError, IndexCorruptError, IndexNotFoundError, InputTooLargeError, InvalidInputError,
                      NotReadyError, UnknownGeneratorError)
 from .generation import Answer, Generator
@@ -24,9 +25,11 @@ class AskResult:
     answer: Answer
     passages: list[Passage]
     timings_ms: dict[str, float]
+    query: str | None = None
 
     def to_dict(self) -> dict:
         out = {
+            "query": self.query,
             "answer": self.answer.text,
             "abstained": self.answer.abstained,
             "generator": self.answer.generator,
@@ -37,6 +40,26 @@ class AskResult:
         if self.answer.fallback:
             out["fallback"] = self.answer.fallback
         return out
+
+
+@dataclass
+class Prepared:
+    """A validated request with its passages retrieved, ready for a generator."""
+
+    question: str
+    query: str  # what retrieval used: the question, or its standalone rewrite for a follow-up
+    passages: list[Passage]
+    index: Index
+    generator: Generator
+    started: float
+    retrieved: float
+
+    def result(self, answer: Answer) -> AskResult:
+        done = time.perf_counter()
+        return AskResult(answer=answer, passages=self.passages, query=self.query,
+                         timings_ms={"retrieve": (self.retrieved - self.started) * 1000,
+                                     "generate": (done - self.retrieved) * 1000,
+                                     "total": (done - self.started) * 1000})
 
 
 @dataclass
@@ -165,7 +188,8 @@ class Pipeline:
                     report.updated += 1
                 merged[doc.id] = doc
             reuse = None if rebuild else previous
-            index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress)
+            with batch_threads():
+                index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress)
             index.save(self.settings.index_dir)
             self._index = index
         report.documents, report.chunks = len(index.documents), len(index.chunks)
@@ -195,26 +219,81 @@ class Pipeline:
         except KeyError:
             raise UnknownGeneratorError(name, list(self.generators)) from None
 
-    def ask(self, question: str, top_k: int | None = None, *, generator: str | None = None,
-            filters: dict | Filters | None = None, mode: RetrievalMode | str | None = None) -> AskResult:
+    def standalone_query(self, question: str, history: Sequence[Turn], generator: Generator) -> str:
+        """Retrieval query for a follow-up: rewritten by the LLM when the openai generator is in use
+        (falling back to the rule if it fails), else by the documented non-LLM rule."""
+        if not history or not is_follow_up(question):
+            return question
+        if isinstance(generator, OpenAIChatGenerator):
+            try:
+                return self.check_question(generator.rewrite(question, history))
+            except (GeneratorError, InvalidInputError, InputTooLargeError):
+                pass
+        return standalone_query(question, history)
+
+    def prepare(self, question: str, top_k: int | None = None, *, generator: str | None = None,
+                filters: dict | Filters | None = None, mode: RetrievalMode | str | None = None,
+                history: Sequence[Turn] = ()) -> Prepared:
+        """Everything before generation: validation, the standalone query, retrieval. Errors in the
+        request surface here, before any streamed byte."""
         t0 = time.perf_counter()
         gen = self.generator(generator)
         index = self.index  # one snapshot for the whole request
         question = self.check_question(question)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
-        passages = self.retriever.search(index, question, self.settings.top_k if top_k is None else top_k,
+        query = self.standalone_query(question, history, gen)
+        passages = self.retriever.search(index, query, self.settings.top_k if top_k is None else top_k,
                                          mode=RetrievalMode(mode) if mode else None, filters=filters)
-        t1 = time.perf_counter()
+        return Prepared(question=question, query=query, passages=passages, index=index, generator=gen,
+                        started=t0, retrieved=time.perf_counter())
+
+    def ask(self, question: str, top_k: int | None = None, *, generator: str | None = None,
+            filters: dict | Filters | None = None, mode: RetrievalMode | str | None = None,
+            history: Sequence[Turn] = ()) -> AskResult:
+        p = self.prepare(question, top_k, generator=generator, filters=filters, mode=mode, history=history)
         try:
-            answer = gen.generate(question, passages, index)
+            answer = p.generator.generate(p.query, p.passages, p.index)
         except GeneratorError as exc:
-            fallback = self.generators["extractive"]
-            if gen is fallback or not self.settings.openai_fallback:
+            fallback = self._fallback_for(p.generator)
+            if fallback is None:
                 raise
-            answer = fallback.generate(question, passages, index)
-            answer.fallback = {"from": gen.name, "reason": str(exc)}
-        t2 = time.perf_counter()
-        return AskResult(answer=answer, passages=passages,
-                         timings_ms={"retrieve": (t1 - t0) * 1000, "generate": (t2 - t1) * 1000,
-                                     "total": (t2 - t0) * 1000})
+            answer = fallback.generate(p.query, p.passages, p.index)
+            answer.fallback = {"from": p.generator.name, "reason": str(exc)}
+        return p.result(answer)
+
+    def _fallback_for(self, gen: Generator) -> Generator | None:
+        extractive = self.generators["extractive"]
+        return None if gen is extractive or not self.settings.openai_fallback else extractive
+
+    async def stream(self, p: Prepared) -> AsyncIterator[tuple[str, dict]]:
+        """Server-sent events for a prepared request: `passages`, then `delta`s as the answer is
+        produced, then `citations` (the final answer) and `done`; `error` if it fails midway."""
+        yield "passages", {"passages": [x.to_dict() for x in p.passages], "query": p.query}
+        answer: Answer | None = None
+        sent = False
+        gen = p.generator
+        while True:
+            try:
+                async for piece in gen.astream(p.query, p.passages, p.index):
+                    if isinstance(piece, Answer):
+                        answer = piece
+                    else:
+                        sent = True
+                        yield "delta", {"text": piece}
+            except GeneratorError as exc:
+                fallback = self._fallback_for(gen)
+                if sent or fallback is None:
+                    yield "error", {"detail": str(exc)}
+                    return
+                answer, fallback_note, gen = None, {"from": gen.name, "reason": str(exc)}, fallback
+                continue
+            break
+        if answer is None:
+            yield "error", {"detail": f"generator {gen.name!r} produced no answer"}
+            return
+        if gen is not p.generator:
+            answer.fallback = fallback_note
+        result = p.result(answer).to_dict()
+        yield "citations", {k: v for k, v in result.items() if k not in ("passages", "timings_ms")}
+        yield "done", {"timings_ms": result["timings_ms"]}

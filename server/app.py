@@ -3,17 +3,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from rag.config import Settings
+from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
-from . import errors
+from . import errors, openai_api
 from .limits import BodySizeLimit
 from .schemas import AskRequest, AskResponse, ErrorBody, SearchRequest, SearchResponse
+from .sse import STREAM_HEADERS, event
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger("rag.server")
 ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
@@ -61,11 +67,25 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.post("/ask", response_model=AskResponse, response_model_exclude_none=True, responses=ERRORS)
-    async def ask(request: AskRequest) -> dict:
+    @app.post("/ask", response_model=AskResponse, response_model_exclude_none=True,
+              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
+                                         "description": "JSON, or with `stream: true` Server-Sent Events: "
+                                                        "passages, delta..., citations, done (or error)."}})
+    async def ask(request: AskRequest):
+        history = [Turn(m.role, m.content) for m in request.history]
+        if request.stream:
+            prepared = await run_in_threadpool(pipeline.prepare, request.question, request.top_k,
+                                               generator=request.generator, filters=_filters(request.filters),
+                                               mode=request.mode, history=history)
+
+            async def frames():
+                async for name, data in pipeline.stream(prepared):
+                    yield event(name, data)
+
+            return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
         result = await run_in_threadpool(pipeline.ask, request.question, request.top_k,
                                          generator=request.generator, filters=_filters(request.filters),
-                                         mode=request.mode)
+                                         mode=request.mode, history=history)
         return result.to_dict()
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS)
@@ -74,5 +94,19 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                                            filters=_filters(request.filters), mode=request.mode)
         return {"passages": [p.to_dict() for p in passages]}
 
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget() -> FileResponse:
+        return FileResponse(STATIC / "widget.js", media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    openai_api.register(app, pipeline)
     app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes)
+    # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
+    app.add_middleware(CORSMiddleware, allow_origins=pipeline.settings.cors_origins, allow_credentials=False,
+                       allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["content-type", "authorization"],
+                       max_age=600)
     return app

@@ -7,13 +7,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotReadyError, RagError,
-                        UpstreamError)
+from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotFoundError, NotReadyError,
+                        RagError, UpstreamError)
 
 log = logging.getLogger("rag.server")
 
 
 def status_for(exc: RagError) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
     if isinstance(exc, InputTooLargeError):
         return 413
     if isinstance(exc, InvalidInputError):
@@ -33,22 +35,36 @@ def _describe(errors: list[dict]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+_OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+                 422: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "server_error",
+                 504: "timeout_error", 500: "server_error"}
+
+
+def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
+    """`{"detail": ...}` on our own API; OpenAI's error object under /v1/ so its clients understand it."""
+    if request.url.path.startswith("/v1/"):
+        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                          "param": None, "code": code}}
+        return JSONResponse(body, status_code=status)
+    return JSONResponse({"detail": message}, status_code=status)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RagError)
-    async def rag_error(_: Request, exc: RagError) -> JSONResponse:
+    async def rag_error(request: Request, exc: RagError) -> JSONResponse:
         status = status_for(exc)
         if status >= 500:
             log.warning("request failed: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return error_response(request, status, str(exc), getattr(exc, "code", None))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse({"detail": "request body is not valid JSON"}, status_code=422)
-        return JSONResponse({"detail": _describe(errors)}, status_code=422)
+            return error_response(request, 422, "request body is not valid JSON")
+        return error_response(request, 422, _describe(errors))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        return error_response(request, 500, "internal error")

@@ -1,7 +1,7 @@
 """Request and response schemas of the HTTP API (the design's contract)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,12 @@ class Filters(BaseModel):
     document_id: str | list[str] | None = Field(None, description="Document id, or a list of them.")
 
 
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: Annotated[str, Field(strict=True, max_length=20000)]
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: Annotated[str, Field(strict=True, description="The question; not blank.")]
@@ -23,6 +29,9 @@ class AskRequest(BaseModel):
     generator: str | None = Field(None, description="`extractive` (default) or `openai`.")
     filters: Filters | None = None
     mode: RetrievalMode | None = Field(None, description="Retrieval mode; hybrid by default.")
+    stream: bool = Field(False, description="Answer as Server-Sent Events (passages, delta..., citations, done).")
+    history: list[Message] = Field(default_factory=list, max_length=50,
+                                   description="Earlier turns, oldest first; the server keeps no conversation state.")
 
 
 class SearchRequest(BaseModel):
@@ -63,6 +72,7 @@ class Fallback(BaseModel):
 
 
 class AskResponse(BaseModel):
+    query: str | None = Field(None, description="What retrieval used: the question or its standalone rewrite.")
     answer: str
     abstained: bool
     generator: str
@@ -78,3 +88,19 @@ class SearchResponse(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+# -- OpenAI-compatible chat ---------------------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields of OpenAI's request that matter here; others (temperature, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1, max_length=100)
+    stream: bool = False

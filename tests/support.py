@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -14,7 +15,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +72,9 @@ class LLMStandIn:
     mode "slow"    -> sleeps `delay` seconds, then answers like "normal"
     mode "error"   -> HTTP `status` (500) with an OpenAI-style error body
     mode "garbage" -> 200 with a body that is not a chat completion
+    With `"stream": true` in the request it streams `reply` word by word as chat.completion.chunk
+    events (`token_delay` seconds apart), counting tokens sent and noticing a client that leaves.
+    A request whose system prompt asks for a rewrite gets `rewrite_reply`.
     """
 
     DEFAULT_REPLY = "Russia rejected the plan [2]. Peskov and Lavrov both expressed disapproval [1][2]."
@@ -86,6 +90,11 @@ class LLMStandIn:
         self.delay = 0.0
         self.status = 500
         self.requests = []
+        self.rewrite_reply = "standalone query from the LLM"
+        self.token_delay = 0.0
+        self.tokens_sent = 0
+        self.stream_finished = False
+        self.stream_abandoned = False
 
     def app(self) -> Starlette:
         async def completions(request: Request):
@@ -98,17 +107,41 @@ class LLMStandIn:
                                     status_code=self.status)
             if self.mode == "garbage":
                 return JSONResponse({"unexpected": True})
+            system = next((m["content"] for m in body.get("messages", []) if m.get("role") == "system"), "")
+            reply = self.rewrite_reply if system.startswith("Rewrite") else self.reply
+            if body.get("stream"):
+                return StreamingResponse(self._stream(body, reply), media_type="text/event-stream")
             return JSONResponse({
                 "id": "chatcmpl-standin-1",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
             })
 
         return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+    async def _stream(self, body: dict, reply: str):
+        def chunk(delta: dict, finish=None) -> str:
+            return "data: " + json.dumps({"id": "chatcmpl-standin-2", "object": "chat.completion.chunk",
+                                          "created": int(time.time()), "model": body.get("model"),
+                                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            for token in re.findall(r"\S+\s*", reply):
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                yield chunk({"content": token})
+                self.tokens_sent += 1
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+            self.stream_finished = True
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stream_abandoned = True
+            raise
 
 
 # -- contract checks -------------------------------------------------------------------

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import AsyncIterator, Protocol, Sequence
 
 from ..index import Index
 from ..retrieval import Passage
 
 ABSTAIN_TEXT = "The documents don't say. None of the retrieved passages answers this question."
 MARKER_RE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_SPACED_MARKER_RE = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
 @dataclass
@@ -49,6 +50,11 @@ class Generator(Protocol):
 
     def generate(self, question: str, passages: Sequence[Passage], index: Index) -> Answer: ...
 
+    def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+        """Answer text in pieces as it is produced, then the final `Answer` as the last item.
+        Concatenated, the pieces equal the final answer's text unless it abstained."""
+        ...
+
 
 def abstain(generator: str) -> Answer:
     return Answer(text=ABSTAIN_TEXT, abstained=True, generator=generator, citations=[])
@@ -60,3 +66,45 @@ def cited_markers(text: str) -> list[int]:
     for m in MARKER_RE.finditer(text):
         out.extend(int(x) for x in m.group(1).split(","))
     return out
+
+
+class MarkerRenumberer:
+    """Renumbers passage markers `[p]` into citation numbers by first use, incrementally, so that a
+    streamed answer and the final one agree. Markers naming no passage are dropped."""
+
+    _LONGEST_MARKER = 24
+
+    def __init__(self, passages: int):
+        self.passages = passages
+        self.numbering: dict[int, int] = {}  # passage number -> citation number
+        self._pending = ""
+
+    def _renumber(self, match: re.Match) -> str:
+        out = []
+        for raw in match.group(2).split(","):
+            n = int(raw)
+            if 1 <= n <= self.passages:
+                self.numbering.setdefault(n, len(self.numbering) + 1)
+                out.append(f"[{self.numbering[n]}]")
+        return match.group(1) + "".join(out) if out else ""  # a dropped marker takes its leading space along
+
+    def feed(self, text: str) -> str:
+        """Text that is safe to emit now. A possibly unfinished marker, and trailing white space that
+        may precede one, are held back."""
+        self._pending += text
+        cut = self._pending.rfind("[")
+        if cut == -1 or "]" in self._pending[cut:] or len(self._pending) - cut > self._LONGEST_MARKER:
+            cut = len(self._pending)
+        while cut > 0 and self._pending[cut - 1].isspace():
+            cut -= 1
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        return _SPACED_MARKER_RE.sub(self._renumber, ready)
+
+    def finish(self) -> str:
+        rest, self._pending = self._pending, ""
+        return _SPACED_MARKER_RE.sub(self._renumber, rest)
+
+
+def text_pieces(text: str) -> list[str]:
+    """Word-sized pieces (each with its trailing space) for streaming an answer already made."""
+    return re.findall(r"\S+\s*|\s+", text)

@@ -11,7 +11,7 @@ abstains instead of citing weak evidence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..embedding import Embedder
 from ..index import Index
 from ..lexical import tokenize
 from ..retrieval import Passage
-from . import Answer, Citation, abstain
+from . import Answer, Citation, abstain, text_pieces
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,15 @@ class ExtractiveGenerator:
                                       title=doc.title, text=quote, start=s.start, end=s.end, score=s.score))
             parts.append(f"{quote} [{i}]")
         return Answer(text=" ".join(parts), abstained=False, generator=self.name, citations=citations)
+
+
+    async def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+        from anyio import to_thread
+
+        answer = await to_thread.run_sync(self.generate, question, passages, index)
+        for piece in text_pieces(answer.text):
+            yield piece
+        yield answer
 
 
 def _words(index: Index, s: ScoredSentence) -> int:

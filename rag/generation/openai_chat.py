@@ -1,28 +1,34 @@
 """Answers from any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
 
 The prompt numbers the passages `[1]..[k]` and asks for `[n]` citations. The reply's markers are
-checked: a marker naming no passage is dropped, the rest are renumbered by first use and each
-citation quotes its passage with exact offsets. A reply with no valid citation is treated as an
-abstention, since nothing in it is grounded.
+checked: a marker naming no passage is dropped, the rest are renumbered by first use (also while
+streaming) and each citation quotes its passage with exact offsets. A reply with no valid citation
+is treated as an abstention, since nothing in it is grounded.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 import httpx
 
+from ..conversation import Turn
 from ..errors import UpstreamError
 from ..index import Index
 from ..retrieval import Passage
-from . import ABSTAIN_TEXT, MARKER_RE, Answer, Citation
+from . import ABSTAIN_TEXT, Answer, Citation, MarkerRenumberer
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given. "
     "Cite every statement with the number of the passage that supports it, like [1] or [2]. "
     "Be brief: one to three sentences. If the passages do not contain the answer, reply exactly: "
     "\"I don't know based on the documents.\""
+)
+REWRITE_PROMPT = (
+    "Rewrite the user's last question as one standalone search query, resolving references to the "
+    "earlier conversation. Reply with the query only."
 )
 NO_ANSWER_RE = re.compile(r"^\W*i don'?t know based on the documents", re.IGNORECASE)
 
@@ -46,29 +52,25 @@ def build_messages(question: str, passages: Sequence[Passage]) -> list[dict]:
     ]
 
 
-def cite(reply: str, passages: Sequence[Passage], generator: str) -> Answer:
-    """Turn a reply with passage-numbered markers into an answer with first-use-numbered citations."""
-    numbering: dict[int, int] = {}
-
-    def renumber(match: re.Match) -> str:
-        out = []
-        for raw in match.group(1).split(","):
-            n = int(raw)
-            if 1 <= n <= len(passages):
-                numbering.setdefault(n, len(numbering) + 1)
-                out.append(f"[{numbering[n]}]")
-        return "".join(out)
-
-    text = MARKER_RE.sub(renumber, reply)
-    text = re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
-    if not numbering or NO_ANSWER_RE.match(reply):
+def finish_answer(text: str, renumberer: MarkerRenumberer, raw: str, passages: Sequence[Passage],
+                  generator: str) -> Answer:
+    """The final answer once the whole reply is known: citations for every used passage, or an
+    abstention when nothing was cited or the model said it does not know."""
+    if not renumberer.numbering or NO_ANSWER_RE.match(raw):
         return Answer(text=ABSTAIN_TEXT, abstained=True, generator=generator)
     citations = []
-    for passage_no, cid in sorted(numbering.items(), key=lambda kv: kv[1]):
+    for passage_no, cid in sorted(renumberer.numbering.items(), key=lambda kv: kv[1]):
         p = passages[passage_no - 1]
         citations.append(Citation(id=cid, chunk_id=p.chunk_id, document_id=p.document_id, source=p.source,
                                   title=p.title, text=p.text, start=p.start, end=p.end, score=p.score))
-    return Answer(text=text, abstained=False, generator=generator, citations=citations)
+    return Answer(text=text.strip(), abstained=False, generator=generator, citations=citations)
+
+
+def cite(reply: str, passages: Sequence[Passage], generator: str) -> Answer:
+    """Turn a reply with passage-numbered markers into an answer with first-use-numbered citations."""
+    renumberer = MarkerRenumberer(len(passages))
+    text = renumberer.feed(reply) + renumberer.finish()
+    return finish_answer(text, renumberer, reply, passages, generator)
 
 
 class OpenAIChatGenerator:
@@ -76,22 +78,25 @@ class OpenAIChatGenerator:
 
     def __init__(self, config: OpenAIConfig, transport: httpx.BaseTransport | None = None):
         self.config = config
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._client = httpx.Client(
-            base_url=config.base_url.rstrip("/"), headers=headers, transport=transport,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-        )
+        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=self._headers,
+                                    transport=transport, timeout=self._timeout)
+
+    def _payload(self, messages: list[dict], stream: bool) -> dict:
+        return {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
+                "max_tokens": self.config.max_tokens, "stream": stream}
+
+    def _failure(self, exc: Exception) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamError(f"LLM server at {self.config.base_url} timed out ({type(exc).__name__})", timeout=True)
+        return UpstreamError(f"LLM server at {self.config.base_url} unreachable: {exc}")
 
     def complete(self, messages: list[dict]) -> str:
-        payload = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
-                   "max_tokens": self.config.max_tokens, "stream": False}
         try:
-            response = self._client.post("/chat/completions", json=payload)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"LLM server at {self.config.base_url} timed out ({type(exc).__name__})",
-                                timeout=True) from exc
+            response = self._client.post("/chat/completions", json=self._payload(messages, False))
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"LLM server at {self.config.base_url} unreachable: {exc}") from exc
+            raise self._failure(exc) from exc
         if response.status_code >= 400:
             raise UpstreamError(f"LLM server answered HTTP {response.status_code}: {response.text[:200]}",
                                 status=response.status_code)
@@ -105,5 +110,65 @@ class OpenAIChatGenerator:
             return Answer(text=ABSTAIN_TEXT, abstained=True, generator=self.name)
         return cite(self.complete(build_messages(question, passages)), passages, self.name)
 
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str:
+        """A standalone query for a follow-up, written by the LLM."""
+        turns = [{"role": t.role, "content": t.content} for t in history if t.role in ("user", "assistant")]
+        messages = [{"role": "system", "content": REWRITE_PROMPT}, *turns, {"role": "user", "content": question}]
+        query = self.complete(messages).strip().strip('"').strip()
+        return query or question
+
+    async def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+        """Relay tokens as the server sends them (markers renumbered on the fly). Leaving the
+        iteration early (a client that went away) closes the upstream connection."""
+        if not passages:
+            yield Answer(text=ABSTAIN_TEXT, abstained=True, generator=self.name)
+            return
+        renumberer = MarkerRenumberer(len(passages))
+        raw, text = [], []
+        payload = self._payload(build_messages(question, passages), True)
+        try:
+            async with httpx.AsyncClient(base_url=self.config.base_url.rstrip("/"), headers=self._headers,
+                                         timeout=self._timeout) as client:
+                async with client.stream("POST", "/chat/completions", json=payload) as response:
+                    if response.status_code >= 400:
+                        body = (await response.aread()).decode("utf-8", "replace")
+                        raise UpstreamError(f"LLM server answered HTTP {response.status_code}: {body[:200]}",
+                                            status=response.status_code)
+                    async for line in response.aiter_lines():
+                        delta = _sse_delta(line)
+                        if delta is None:
+                            continue
+                        if delta is _DONE:
+                            break
+                        raw.append(delta)
+                        piece = renumberer.feed(delta)
+                        if piece:
+                            text.append(piece)
+                            yield piece
+        except httpx.HTTPError as exc:
+            raise self._failure(exc) from exc
+        rest = renumberer.finish()
+        if rest:
+            text.append(rest)
+            yield rest
+        yield finish_answer("".join(text), renumberer, "".join(raw), passages, self.name)
+
     def close(self) -> None:
         self._client.close()
+
+
+_DONE = object()
+
+
+def _sse_delta(line: str):
+    """The content delta of one `data:` line of a chat.completion.chunk stream, `_DONE`, or None."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return _DONE
+    try:
+        chunk = json.loads(data)
+        return (chunk["choices"][0].get("delta") or {}).get("content") or None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise UpstreamError(f"LLM server sent an unexpected stream chunk: {data[:200]}") from exc
