@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser (comma-separated).")
 
+    snapshot_every: int = Field(100, ge=1, description="Write a snapshot (and empty the journal) after this many "
+                                                        "document changes through the API.")
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False,
+        description="Keys for `Authorization: Bearer <key>` (comma-separated). Required for writes; without "
+                    "any, writes are allowed only while the server listens on loopback.")
+    protect_reads: bool = Field(False, description="Require an API key for reads too.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest body on /documents.")
+    max_document_chars: int = Field(2_000_000, ge=1, description="Longest document text.")
+    max_documents_per_request: int = Field(100, ge=1)
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_question_chars: int = Field(2000, ge=1)
@@ -81,6 +93,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

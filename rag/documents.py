@@ -30,6 +30,11 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
+def same_document(a: Document, b: Document) -> bool:
+    """Whether storing `b` over `a` would change nothing."""
+    return (a.id, a.text, a.title, a.source, a.metadata) == (b.id, b.text, b.title, b.source, b.metadata)
+
+
 @dataclass(frozen=True)
 class SkippedFile:
     path: str

@@ -26,6 +26,10 @@ class NotFoundError(InvalidInputError):
     code = "not_found"
 
 
+class DocumentNotFoundError(NotFoundError):
+    code = "document_not_found"
+
+
 class DocumentError(RagError):
     """A file that cannot be read as a document (binary, unreadable, empty)."""
 
@@ -40,6 +44,10 @@ class IndexNotFoundError(IndexError_):
 
 class IndexMismatchError(IndexError_):
     """The stored index was built with other settings (model, chunking) than the current ones."""
+
+
+class IndexBusyError(IndexError_):
+    """Another process is writing the same data directory."""
 
 
 class IndexCorruptError(IndexError_):

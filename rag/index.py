@@ -72,6 +72,7 @@ class Index:
     sentence_vectors: np.ndarray  # float32 (n_sentences, dim)
     vectors: object  # faiss.Index over chunk rows
     bm25: BM25Index
+    journal_seq: int = 0  # the last journal change this snapshot contains
 
     def __post_init__(self) -> None:
         self.doc_row = {d.id: i for i, d in enumerate(self.documents)}
@@ -131,6 +132,7 @@ class Index:
                 "format_version": FORMAT_VERSION,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "config": asdict(self.config),
+                "journal_seq": self.journal_seq,
                 "counts": {"documents": len(self.documents), "chunks": len(self.chunks),
                            "sentences": int(len(self.sentences))},
                 "versions": _versions(),
@@ -274,7 +276,7 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
     if (counts["documents"], counts["chunks"], counts["sentences"]) != (len(documents), len(chunks), len(sentences)):
         raise IndexCorruptError(f"index at {snap} holds {len(documents)} documents, {len(chunks)} chunks and "
                                 f"{len(sentences)} sentences but its manifest says {counts}")
-    return Index(config=config, documents=documents, chunks=chunks,
+    return Index(config=config, documents=documents, chunks=chunks, journal_seq=int(manifest.get("journal_seq", 0)),
                  chunk_sentences=np.asarray(ranges, dtype=np.int64).reshape(-1, 2), sentences=sentences,
                  sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25)
 

@@ -1,22 +1,26 @@
 """The one pipeline that the server, the CLI and the evaluation runner all call."""
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable, Sequence
+from typing import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from .config import RetrievalMode, Settings
 from .conversation import Turn, is_follow_up, standalone_query
-from .documents import Document, LoadResult, SkippedFile, load_paths
+from .documents import Document, SkippedFile, display_source, load_paths, same_document
 from .embedding import Embedder, SentenceTransformerEmbedder, batch_threads
-from .errors import (GeneratorError, IndexCorruptError, IndexNotFoundError, InputTooLargeError, InvalidInputError,
+from .errors import (DocumentNotFoundError, GeneratorError, IndexCorruptError, IndexNotFoundError,
+                     InputTooLargeError, InvalidInputError,
                      NotReadyError, UnknownGeneratorError)
 from .generation import Answer, Generator
 from .generation.extractive import ExtractiveConfig, ExtractiveGenerator
 from .generation.openai_chat import OpenAIChatGenerator, OpenAIConfig
 from .index import Index, IndexConfig, build_index, load_index
+from .journal import Change, Journal
 from .retrieval import Filters, Passage, Retriever
 
 
@@ -69,6 +73,7 @@ class IngestReport:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
     rebuilt: str | None = None  # why everything was re-embedded, if it was
 
@@ -78,7 +83,10 @@ class Pipeline:
         self.settings = settings or Settings()
         self._embedder = embedder
         self._index: Index | None = None
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._seen_state: tuple[str | None, int] = (None, 0)
+        self._last_seq = 0
+        self._since_snapshot = 0
         self._generators: dict[str, Generator] | None = None
 
     def with_settings(self, **overrides) -> "Pipeline":
@@ -136,10 +144,15 @@ class Pipeline:
         return self._index
 
     # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        return Journal(self.settings.index_dir / "journal.jsonl")
+
     def load(self, *, build_from_seeds: bool = True) -> Index:
-        """Load the stored index; with none stored, build one from the seed corpus."""
+        """Load the stored snapshot and replay the journal over it; with nothing stored, build the
+        index from the seed corpus."""
         try:
-            self._index = load_index(self.settings.index_dir, self.index_config)
+            index = load_index(self.settings.index_dir, self.index_config)
         except IndexNotFoundError:
             if not build_from_seeds:
                 raise
@@ -147,42 +160,101 @@ class Pipeline:
             if report.documents == 0:
                 raise IndexNotFoundError(f"no index at {self.settings.index_dir} and no documents in "
                                          f"{self.settings.seed_dir}")
-        return self.index
+            return self.index
+        changes = self.journal.read(after=index.journal_seq)
+        if changes:
+            index = self._apply(index, changes)
+        self._index, self._last_seq, self._seen_state = index, index.journal_seq, self._disk_state()
+        return index
+
+    def _stored(self, *, fresh: bool = False) -> Index | None:
+        """The current index (loaded, journal replayed), or None when nothing is stored."""
+        if self._index is not None and not fresh:
+            return self._index
+        try:
+            index = load_index(self.settings.index_dir)
+        except IndexNotFoundError:
+            return None
+        changes = self.journal.read(after=index.journal_seq)
+        return self._apply(index, changes, config=index.config) if changes else index
+
+    def _apply(self, index: Index, changes: Sequence[Change], *, config: IndexConfig | None = None) -> Index:
+        """A new snapshot with `changes` applied; only changed documents are chunked and embedded."""
+        docs = {d.id: d for d in index.documents}
+        for c in changes:
+            if c.op == "put":
+                docs[c.document.id] = c.document
+            else:
+                docs.pop(c.document_id, None)
+        new = build_index(list(docs.values()), self.embedder, config or self.index_config, previous=index)
+        new.journal_seq = changes[-1].seq
+        return new
+
+    def _disk_state(self) -> tuple[str | None, int]:
+        pointer, journal = self.settings.index_dir / "CURRENT", self.journal.path
+        return (pointer.read_text() if pointer.exists() else None,
+                journal.stat().st_size if journal.exists() else 0)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise writers, within this process (a lock) and across processes (flock on a lock
+        file), and start from what is on disk if another process wrote since we last looked."""
+        with self._write_lock:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.settings.data_dir / ".writer.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if self._index is not None and self._disk_state() != self._seen_state:
+                        self._index = self._stored(fresh=True)
+                    yield
+                    self._seen_state = self._disk_state()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ingest(self, paths: Iterable[str | Path], *, rebuild: bool = False,
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
+        """Bring the index in line with files: add new, update changed (by content), and remove
+        documents whose files are gone from the directories named."""
+        paths = [Path(p) for p in paths]
         loaded = load_paths(paths)
-        return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress)
+        present = {d.source for d in loaded.documents} | {s.path for s in loaded.skipped}
+        stored = self._stored()
+        removed: list[str] = []
+        if stored is not None:
+            roots = [display_source(p) for p in paths]
+            for doc in stored.documents:
+                under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/") for r in roots)
+                if under and doc.source not in present and not Path(doc.source).exists():
+                    removed.append(doc.id)
+        return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress,
+                                     remove=removed)
 
     def ingest_documents(self, documents: list[Document], *, skipped: list[SkippedFile] | None = None,
                          rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
-                         replace_all: bool = False) -> IngestReport:
-        """Add or replace documents by id; unchanged documents keep their vectors (no embedding).
-
-        With `replace_all` the index holds exactly `documents` afterwards (used for evaluation corpora).
-        """
+                         replace_all: bool = False, remove: Sequence[str] = ()) -> IngestReport:
+        """Bulk add or replace documents by id and write a new snapshot; unchanged documents keep
+        their vectors (no embedding). With `replace_all` the index holds exactly `documents`."""
         report = IngestReport(skipped=list(skipped or []))
         config = self.index_config
-        with self._write_lock:
-            previous = self._index
-            if previous is None:
-                try:
-                    previous = load_index(self.settings.index_dir)
-                except IndexNotFoundError:
-                    previous = None
-                except IndexCorruptError:
-                    if not rebuild:
-                        raise
-                    previous = None
+        with self._exclusive():
+            try:
+                previous = self._stored()
+            except IndexCorruptError:
+                if not rebuild:
+                    raise
+                previous = None
             if previous is not None and previous.config != config:
                 report.rebuilt = "; ".join(config.differences(previous.config))
             merged: dict[str, Document] = {} if replace_all or previous is None else {
                 d.id: d for d in previous.documents}
+            for doc_id in remove:
+                if merged.pop(doc_id, None) is not None:
+                    report.removed += 1
             for doc in documents:
                 old = previous.document(doc.id) if previous is not None else None
                 if old is None:
                     report.added += 1
-                elif old.text == doc.text and old.title == doc.title and not rebuild:
+                elif same_document(old, doc) and not rebuild:
                     report.unchanged += 1
                 else:
                     report.updated += 1
@@ -190,10 +262,59 @@ class Pipeline:
             reuse = None if rebuild else previous
             with batch_threads():
                 index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress)
+            index.journal_seq = max(previous.journal_seq if previous else 0, self.journal.last_seq())
             index.save(self.settings.index_dir)
-            self._index = index
+            self.journal.clear()
+            self._index, self._last_seq, self._since_snapshot = index, index.journal_seq, 0
         report.documents, report.chunks = len(index.documents), len(index.chunks)
         return report
+
+    # -- live changes (the document API) -------------------------------------------------
+    def put_documents(self, documents: Sequence[Document]) -> list[str]:
+        """Add or replace documents; returns each one's outcome ("added", "updated", "unchanged").
+        When this returns, the change is durable (journaled, fsynced) and visible to the next query."""
+        with self._exclusive():
+            index = self.index
+            outcomes, changes = [], []
+            seq = max(index.journal_seq, self._last_seq)
+            for doc in documents:
+                old = index.document(doc.id)
+                pending = next((c.document for c in reversed(changes) if c.document.id == doc.id), None)
+                if (pending or old) is not None and same_document(pending or old, doc):
+                    outcomes.append("unchanged")
+                    continue
+                outcomes.append("added" if old is None and pending is None else "updated")
+                seq += 1
+                changes.append(Change(seq=seq, op="put", document=doc))
+            if changes:
+                self._commit(index, changes)
+            return outcomes
+
+    def delete_document(self, doc_id: str) -> None:
+        with self._exclusive():
+            index = self.index
+            if index.document(doc_id) is None:
+                raise DocumentNotFoundError(f"no document with id {doc_id!r}")
+            self._commit(index, [Change(seq=max(index.journal_seq, self._last_seq) + 1, op="delete",
+                                        document_id=doc_id)])
+
+    def _commit(self, index: Index, changes: list[Change]) -> None:
+        new = self._apply(index, changes)  # embed first: a failure here leaves nothing half-written
+        self.journal.append(changes)  # durable from here on
+        self._last_seq = changes[-1].seq
+        self._index = new  # visible to the next query
+        self._since_snapshot += len(changes)
+        if self._since_snapshot >= self.settings.snapshot_every:
+            self.compact()
+
+    def compact(self) -> None:
+        """Write a snapshot holding every journaled change, then empty the journal."""
+        with self._exclusive():
+            if self._index is None or not self.journal.read(after=self._index.journal_seq - 1):
+                return  # nothing journaled since the last snapshot
+            self._index.save(self.settings.index_dir)
+            self.journal.clear()
+            self._since_snapshot = 0
 
     # -- queries -------------------------------------------------------------------------
     def check_question(self, question: str) -> str:

@@ -14,7 +14,7 @@ from rag.config import Settings
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
-from . import errors, openai_api
+from . import documents_api, errors, openai_api
 from .limits import BodySizeLimit
 from .schemas import AskRequest, AskResponse, ErrorBody, SearchRequest, SearchResponse
 from .sse import STREAM_HEADERS, event
@@ -44,11 +44,17 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
             log.error("cannot serve the index: %s", exc)
 
     async def lifespan(_: FastAPI):
+        s = pipeline.settings
+        if not s.api_keys:
+            log.warning("no RAG_API_KEYS set: document writes are %s",
+                        "allowed from this machine only (bound to loopback)" if s.loopback_only
+                        else "disabled, since the server listens beyond loopback")
         if load_in_background:
             threading.Thread(target=load, name="index-loader", daemon=True).start()
         else:
             load()
         yield
+        await run_in_threadpool(pipeline.compact)  # a clean stop leaves a snapshot and an empty journal
 
     app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan,
                   description="Answers questions from your documents with exact, checkable citations.")
@@ -104,7 +110,9 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                             headers={"Cache-Control": "public, max-age=300"})
 
     openai_api.register(app, pipeline)
-    app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes)
+    documents_api.register(app, pipeline)
+    app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes,
+                       upload_bytes=pipeline.settings.max_upload_bytes)
     # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
     app.add_middleware(CORSMiddleware, allow_origins=pipeline.settings.cors_origins, allow_credentials=False,
                        allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["content-type", "authorization"],

@@ -13,7 +13,25 @@ from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotF
 log = logging.getLogger("rag.server")
 
 
+class UnauthorizedError(RagError):
+    """401: a missing or wrong API key (the message never says which)."""
+
+
+class WritesDisabledError(RagError):
+    """403: no API keys configured while the server is reachable beyond loopback."""
+
+
+class UnsupportedMediaError(RagError):
+    """415: a body or file type the API does not take."""
+
+
 def status_for(exc: RagError) -> int:
+    if isinstance(exc, UnauthorizedError):
+        return 401
+    if isinstance(exc, WritesDisabledError):
+        return 403
+    if isinstance(exc, UnsupportedMediaError):
+        return 415
     if isinstance(exc, NotFoundError):
         return 404
     if isinstance(exc, InputTooLargeError):

@@ -1,8 +1,8 @@
-"""Request body size limit as plain ASGI middleware: refuses before the app parses anything.
+"""Request body size limits as plain ASGI middleware: refused before the app parses anything.
 
 A declared Content-Length over the limit is refused at once; otherwise (chunked bodies included)
 the body is read up to the limit and replayed to the app, so a body that grows past the limit is
-refused with 413 too, never half-parsed.
+refused with 413 too, never half-parsed. Document uploads get their own, larger limit.
 """
 from __future__ import annotations
 
@@ -10,21 +10,25 @@ import json
 
 
 class BodySizeLimit:
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, upload_bytes: int | None = None, upload_prefix: str = "/documents"):
         self.app = app
-        self.max_bytes = max_bytes
+        self.small = max_bytes
+        self.upload = upload_bytes or max_bytes
+        self.upload_prefix = upload_prefix
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
+        limit = self.upload if scope["path"].startswith(self.upload_prefix) else self.small
+        too_large = f"request body is over the {limit} byte limit"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     return await _refuse(send, 400, "invalid Content-Length header")
-                if declared > self.max_bytes:
-                    return await _refuse(send, 413, self._message())
+                if declared > limit:
+                    return await _refuse(send, 413, too_large)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -32,8 +36,8 @@ class BodySizeLimit:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_bytes:
-                return await _refuse(send, 413, self._message())
+            if size > limit:
+                return await _refuse(send, 413, too_large)
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -47,9 +51,6 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    def _message(self) -> str:
-        return f"request body is over the {self.max_bytes} byte limit"
 
 
 async def _refuse(send, status: int, detail: str) -> None:

@@ -361,7 +361,7 @@
     var outcome = null;   // {answer, abstained} once citations arrived, or {error}
 
     function onEvent(name, raw) {
-      if (outcome && outcome.error) return;
+      if (outcome) return;   // the answer is complete (or failed): nothing after it changes it
       var data;
       try { data = JSON.parse(raw); } catch (e) { data = {}; }
       if (name === "delta" && typeof data.text === "string") {
