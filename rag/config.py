@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     openai_timeout_s: float = Field(30.0, gt=0)
     openai_connect_timeout_s: float = Field(3.0, gt=0)
     openai_fallback: bool = Field(True, description="Answer extractively (marked) when the LLM server fails.")
+    openai_max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx.")
+    openai_breaker_threshold: int = Field(5, ge=1, description="Consecutive failures that open the circuit.")
+    openai_breaker_cooldown_s: float = Field(30.0, gt=0, description="How long an open circuit stays open.")
+
+    rate_limit: float = Field(20.0, ge=0, description="Requests per second per client (token bucket); 0 = off.")
+    rate_burst: int = Field(40, ge=1, description="Bucket size: requests a client may send at once.")
+    max_inflight: int = Field(32, ge=1, description="Concurrent API requests before new ones get 503.")
+    log_json: bool = Field(True, description="Structured (JSON) log lines with request ids.")
 
     chat_model_name: str = Field("rag", description="Model name served by /v1/chat/completions and /v1/models.")
     cors_origins: Annotated[list[str], NoDecode] = Field(

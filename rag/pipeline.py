@@ -129,7 +129,10 @@ class Pipeline:
                 max_words=s.answer_max_words))
             llm = OpenAIChatGenerator(OpenAIConfig(base_url=s.openai_base_url, model=s.openai_model,
                                                    api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
-                                                   connect_timeout_s=s.openai_connect_timeout_s))
+                                                   connect_timeout_s=s.openai_connect_timeout_s,
+                                                   max_retries=s.openai_max_retries,
+                                                   breaker_threshold=s.openai_breaker_threshold,
+                                                   breaker_cooldown_s=s.openai_breaker_cooldown_s))
             self._generators = {extractive.name: extractive, llm.name: llm}
         return self._generators
 

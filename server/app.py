@@ -8,14 +8,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rag.config import Settings
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
 from . import documents_api, errors, openai_api
+from .guard import Guard
 from .limits import BodySizeLimit
+from .observability import Metrics, RequestContext
 from .schemas import AskRequest, AskResponse, ErrorBody, SearchRequest, SearchResponse
 from .sse import STREAM_HEADERS, event
 
@@ -59,7 +62,12 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan,
                   description="Answers questions from your documents with exact, checkable citations.")
     app.state.pipeline = pipeline
+    metrics = app.state.metrics = Metrics(pipeline)
     errors.install(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -85,14 +93,20 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                                                mode=request.mode, history=history)
 
             async def frames():
+                final = None
                 async for name, data in pipeline.stream(prepared):
+                    if name == "citations":
+                        final = data
+                    elif name == "done" and final is not None:
+                        metrics.observe_answer(final, data["timings_ms"])
                     yield event(name, data)
 
             return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
-        result = await run_in_threadpool(pipeline.ask, request.question, request.top_k,
-                                         generator=request.generator, filters=_filters(request.filters),
-                                         mode=request.mode, history=history)
-        return result.to_dict()
+        result = (await run_in_threadpool(pipeline.ask, request.question, request.top_k,
+                                          generator=request.generator, filters=_filters(request.filters),
+                                          mode=request.mode, history=history)).to_dict()
+        metrics.observe_answer(result, result["timings_ms"])
+        return result
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS)
     async def search(request: SearchRequest) -> dict:
@@ -109,12 +123,16 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
-    openai_api.register(app, pipeline)
-    documents_api.register(app, pipeline)
-    app.add_middleware(BodySizeLimit, max_bytes=pipeline.settings.max_body_bytes,
-                       upload_bytes=pipeline.settings.max_upload_bytes)
+    openai_api.register(app, pipeline, metrics)
+    documents_api.register(app, pipeline, metrics)
+    s = pipeline.settings
+    # Added innermost first: request context -> CORS -> rate limit / shedding -> body limit -> routes.
+    app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes, upload_bytes=s.max_upload_bytes)
+    app.add_middleware(Guard, rate=s.rate_limit, burst=s.rate_burst, max_inflight=s.max_inflight, metrics=metrics)
     # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
-    app.add_middleware(CORSMiddleware, allow_origins=pipeline.settings.cors_origins, allow_credentials=False,
-                       allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["content-type", "authorization"],
-                       max_age=600)
+    app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
+                       allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                       allow_headers=["content-type", "authorization", "x-request-id"],
+                       expose_headers=["x-request-id", "retry-after"], max_age=600)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

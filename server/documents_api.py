@@ -179,7 +179,7 @@ def _check_id(value: str) -> str:
         raise InvalidInputError(f"invalid document id {value[:50]!r}: up to 200 letters, digits and ._:#@+=-") from None
 
 
-def register(app: FastAPI, pipeline: Pipeline) -> None:
+def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
     settings = pipeline.settings
     write = [Depends(require_write(settings))]
     read = [Depends(require_read(settings))]
@@ -196,6 +196,8 @@ def register(app: FastAPI, pipeline: Pipeline) -> None:
     async def add_documents(request: Request, response: Response) -> dict:
         docs = await _documents_from_request(request, settings)
         outcomes = await run_in_threadpool(pipeline.put_documents, docs)
+        for outcome in outcomes:
+            metrics.writes.labels(outcome).inc()
         if "added" in outcomes:
             response.status_code = 201
         return {"documents": [{"id": d.id, "status": o} for d, o in zip(docs, outcomes)]}
@@ -221,6 +223,7 @@ def register(app: FastAPI, pipeline: Pipeline) -> None:
             raise InvalidInputError(f"body id {item.id!r} differs from the path's {doc_id!r}")
         doc = _from_json(item, settings, doc_id=doc_id)
         (outcome,) = await run_in_threadpool(pipeline.put_documents, [doc])
+        metrics.writes.labels(outcome).inc()
         if outcome == "added":
             response.status_code = 201
         return {"documents": [{"id": doc.id, "status": outcome}]}
@@ -228,4 +231,5 @@ def register(app: FastAPI, pipeline: Pipeline) -> None:
     @app.delete("/documents/{doc_id}", status_code=204, dependencies=write)
     async def delete_document(doc_id: str) -> Response:
         await run_in_threadpool(pipeline.delete_document, doc_id)
+        metrics.writes.labels("deleted").inc()
         return Response(status_code=204)

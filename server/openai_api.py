@@ -49,7 +49,7 @@ def sources_text(citations: list[dict]) -> str:
     return "\n\nSources:\n" + "\n".join(lines)
 
 
-def register(app: FastAPI, pipeline: Pipeline) -> None:
+def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
     model_name = pipeline.settings.chat_model_name
 
     def check_model(name: str) -> None:
@@ -68,6 +68,7 @@ def register(app: FastAPI, pipeline: Pipeline) -> None:
         created = int(time.time())
         if not request.stream:
             result = (await run_in_threadpool(pipeline.ask, question, history=history)).to_dict()
+            metrics.observe_answer(result, result["timings_ms"])
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
@@ -84,11 +85,15 @@ def register(app: FastAPI, pipeline: Pipeline) -> None:
             return event(None, body)
 
         async def frames() -> AsyncIterator[str]:
+            final: list[dict] = []
             yield chunk({"role": "assistant", "content": ""})
             async for name, data in pipeline.stream(prepared):
                 if name == "delta":
                     yield chunk({"content": data["text"]})
+                elif name == "done" and final:
+                    metrics.observe_answer(final[0], data["timings_ms"])
                 elif name == "citations":
+                    final.append(data)
                     sources = sources_text(data["citations"])
                     if sources:
                         yield chunk({"content": sources})

@@ -91,6 +91,7 @@ class LLMStandIn:
         self.status = 500
         self.requests = []
         self.rewrite_reply = "standalone query from the LLM"
+        self.fail_first = 0  # answer this many requests with 503 before behaving as `mode` says
         self.token_delay = 0.0
         self.tokens_sent = 0
         self.stream_finished = False
@@ -102,6 +103,10 @@ class LLMStandIn:
             self.requests.append({"body": body, "headers": dict(request.headers)})
             if self.mode == "slow":
                 await asyncio.sleep(self.delay)
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return JSONResponse({"error": {"message": "warming up", "type": "server_error"}},
+                                    status_code=503, headers={"Retry-After": "0"})
             if self.mode == "error":
                 return JSONResponse({"error": {"message": "the model crashed", "type": "server_error"}},
                                     status_code=self.status)

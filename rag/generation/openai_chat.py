@@ -7,8 +7,11 @@ is treated as an abstention, since nothing in it is grounded.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
@@ -19,6 +22,7 @@ from ..errors import UpstreamError
 from ..index import Index
 from ..retrieval import Passage
 from . import ABSTAIN_TEXT, Answer, Citation, MarkerRenumberer
+from .resilience import RETRYABLE_STATUS, CircuitBreaker, CircuitOpenError, retry_delay
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given. "
@@ -42,6 +46,9 @@ class OpenAIConfig:
     connect_timeout_s: float = 3.0
     temperature: float = 0.0
     max_tokens: int = 400
+    max_retries: int = 2  # on connection errors, 429 and 5xx; never after the first streamed token
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 def build_messages(question: str, passages: Sequence[Passage]) -> list[dict]:
@@ -82,6 +89,8 @@ class OpenAIChatGenerator:
         self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=self._headers,
                                     transport=transport, timeout=self._timeout)
+        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
+        self.failures: Counter[str] = Counter()  # by reason: timeout, connect, http_<status>, payload, circuit_open
 
     def _payload(self, messages: list[dict], stream: bool) -> dict:
         return {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
@@ -93,17 +102,45 @@ class OpenAIChatGenerator:
         return UpstreamError(f"LLM server at {self.config.base_url} unreachable: {exc}")
 
     def complete(self, messages: list[dict]) -> str:
+        """One chat completion, retried with backoff on connection errors, 429 and 5xx."""
+        self._before_call()
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                response = self._client.post("/chat/completions", json=self._payload(messages, False))
+            except httpx.HTTPError as exc:
+                error = self._failure(exc)
+                if error.timeout or attempt == self.config.max_retries:
+                    raise self._failed(error) from exc
+                time.sleep(retry_delay(attempt, None))
+                continue
+            if response.status_code in RETRYABLE_STATUS and attempt < self.config.max_retries:
+                time.sleep(retry_delay(attempt, response.headers.get("retry-after")))
+                continue
+            if response.status_code >= 400:
+                raise self._failed(UpstreamError(f"LLM server answered HTTP {response.status_code}: "
+                                                 f"{response.text[:200]}", status=response.status_code))
+            try:
+                content = str(response.json()["choices"][0]["message"]["content"] or "")
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise self._failed(UpstreamError(f"LLM server sent an unexpected payload: {response.text[:200]}")) from exc
+            self.breaker.record_success()
+            return content
+        raise AssertionError("unreachable")
+
+    def _before_call(self) -> None:
         try:
-            response = self._client.post("/chat/completions", json=self._payload(messages, False))
-        except httpx.HTTPError as exc:
-            raise self._failure(exc) from exc
-        if response.status_code >= 400:
-            raise UpstreamError(f"LLM server answered HTTP {response.status_code}: {response.text[:200]}",
-                                status=response.status_code)
-        try:
-            return str(response.json()["choices"][0]["message"]["content"] or "")
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(f"LLM server sent an unexpected payload: {response.text[:200]}") from exc
+            self.breaker.before_call()
+        except CircuitOpenError:
+            self.failures["circuit_open"] += 1
+            raise
+
+    def _failed(self, error: UpstreamError) -> UpstreamError:
+        """Count a failed call (after its retries) and feed the circuit breaker."""
+        reason = "timeout" if error.timeout else f"http_{error.status}" if error.status else (
+            "payload" if "unexpected" in str(error) else "connect")
+        self.failures[reason] += 1
+        self.breaker.record_failure()
+        return error
 
     def generate(self, question: str, passages: Sequence[Passage], index: Index) -> Answer:
         if not passages:
@@ -126,27 +163,41 @@ class OpenAIChatGenerator:
         renumberer = MarkerRenumberer(len(passages))
         raw, text = [], []
         payload = self._payload(build_messages(question, passages), True)
-        try:
-            async with httpx.AsyncClient(base_url=self.config.base_url.rstrip("/"), headers=self._headers,
-                                         timeout=self._timeout) as client:
-                async with client.stream("POST", "/chat/completions", json=payload) as response:
-                    if response.status_code >= 400:
-                        body = (await response.aread()).decode("utf-8", "replace")
-                        raise UpstreamError(f"LLM server answered HTTP {response.status_code}: {body[:200]}",
-                                            status=response.status_code)
-                    async for line in response.aiter_lines():
-                        delta = _sse_delta(line)
-                        if delta is None:
+        self._before_call()
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                async with httpx.AsyncClient(base_url=self.config.base_url.rstrip("/"), headers=self._headers,
+                                             timeout=self._timeout) as client:
+                    async with client.stream("POST", "/chat/completions", json=payload) as response:
+                        if response.status_code in RETRYABLE_STATUS and attempt < self.config.max_retries:
+                            await asyncio.sleep(retry_delay(attempt, response.headers.get("retry-after")))
                             continue
-                        if delta is _DONE:
-                            break
-                        raw.append(delta)
-                        piece = renumberer.feed(delta)
-                        if piece:
-                            text.append(piece)
-                            yield piece
-        except httpx.HTTPError as exc:
-            raise self._failure(exc) from exc
+                        if response.status_code >= 400:
+                            body = (await response.aread()).decode("utf-8", "replace")
+                            raise self._failed(UpstreamError(f"LLM server answered HTTP {response.status_code}: "
+                                                             f"{body[:200]}", status=response.status_code))
+                        async for line in response.aiter_lines():
+                            delta = _sse_delta(line)
+                            if delta is None:
+                                continue
+                            if delta is _DONE:
+                                break
+                            raw.append(delta)
+                            piece = renumberer.feed(delta)
+                            if piece:
+                                text.append(piece)
+                                yield piece
+                break
+            except UpstreamError as exc:
+                if exc.status is None:  # a bad stream chunk: count it, it was not counted yet
+                    raise self._failed(exc) from exc
+                raise
+            except httpx.HTTPError as exc:
+                error = self._failure(exc)
+                if raw or error.timeout or attempt == self.config.max_retries:
+                    raise self._failed(error) from exc
+                await asyncio.sleep(retry_delay(attempt, None))
+        self.breaker.record_success()
         rest = renumberer.finish()
         if rest:
             text.append(rest)

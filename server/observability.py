@@ -1,0 +1,135 @@
+"""Request ids, structured logs and Prometheus metrics.
+
+Every response carries `X-Request-ID` (the client's, when it sends a sane one, else a new one);
+log lines carry it too. Headers are never logged, so API keys never reach the logs.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import time
+import uuid
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+access_log = logging.getLogger("rag.access")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage(), "request_id": request_id_var.get()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(json_lines: bool, level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("rag")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class Metrics:
+    """One registry per app, so several apps (tests) never collide."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("rag_http_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("rag_http_request_duration_seconds", "HTTP request latency", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.retrieval = Histogram("rag_retrieval_seconds", "Retrieval time per question", buckets=LATENCY_BUCKETS,
+                                   registry=r)
+        self.generation = Histogram("rag_generation_seconds", "Answer generation time", ["generator"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.answers = Counter("rag_answers", "Answers by generator and abstention", ["generator", "abstained"],
+                               registry=r)
+        self.fallbacks = Counter("rag_generator_fallbacks", "Answers given by the fallback generator", ["failed"],
+                                 registry=r)
+        self.writes = Counter("rag_documents_written", "Document writes by outcome", ["outcome"], registry=r)
+        self.rejected = Counter("rag_requests_rejected", "Requests refused by rate limiting or load shedding",
+                                ["reason"], registry=r)
+        r.register(_PipelineCollector(pipeline))
+
+    def observe_answer(self, result: dict, timings_ms: dict) -> None:
+        self.retrieval.observe(timings_ms.get("retrieve", 0) / 1000)
+        self.generation.labels(result["generator"]).observe(timings_ms.get("generate", 0) / 1000)
+        self.answers.labels(result["generator"], str(bool(result["abstained"])).lower()).inc()
+        if result.get("fallback"):
+            self.fallbacks.labels(result["fallback"]["from"]).inc()
+
+
+class _PipelineCollector:
+    """Index size and upstream health, read at scrape time."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def collect(self):
+        docs = GaugeMetricFamily("rag_index_documents", "Documents in the served index")
+        chunks = GaugeMetricFamily("rag_index_chunks", "Chunks in the served index")
+        if self.pipeline.ready:
+            docs.add_metric([], len(self.pipeline.index.documents))
+            chunks.add_metric([], len(self.pipeline.index.chunks))
+        yield docs
+        yield chunks
+        llm = self.pipeline.generators.get("openai") if self.pipeline._generators else None
+        failures = CounterMetricFamily("rag_upstream_failures", "Failed calls to the LLM server", labels=["reason"])
+        circuit = GaugeMetricFamily("rag_upstream_circuit_open", "1 while the LLM circuit breaker is open")
+        if llm is not None:
+            for reason, n in sorted(llm.failures.items()):
+                failures.add_metric([reason], n)
+            circuit.add_metric([], 0 if llm.breaker.state == "closed" else 1)
+        yield failures
+        yield circuit
+
+
+class RequestContext:
+    """ASGI middleware: request id, access log line and request metrics."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            label = getattr(route, "path", None) or ("static" if scope["path"] in ("/", "/widget.js") else "unmatched")
+            self.metrics.requests.labels(label, scope["method"], str(status["code"])).inc()
+            self.metrics.latency.labels(label).observe(elapsed)
+            client = scope.get("client") or ("-", 0)
+            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra={"fields": {
+                "method": scope["method"], "path": scope["path"], "status": status["code"],
+                "duration_ms": round(elapsed * 1000, 2), "client": client[0]}})
+            request_id_var.reset(token)
