@@ -39,6 +39,10 @@ def _progress_bar(desc: str):
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
+    if not args.paths and not args.rebuild:
+        print("error: name files or directories to ingest (or use --rebuild alone to re-embed the stored "
+              "documents)", file=sys.stderr)
+        return 2
     pipeline = Pipeline(_settings(args))
     bar, update = _progress_bar("embedding")
     try:
@@ -99,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add or update documents (files or directories)")
-    p.add_argument("paths", nargs="+", help=".txt, .md, .html files or directories of them")
-    p.add_argument("--rebuild", action="store_true", help="re-embed everything, e.g. after changing the model")
+    p.add_argument("paths", nargs="*", help=".txt, .md, .html files or directories of them")
+    p.add_argument("--rebuild", action="store_true", help="re-embed everything: after changing the model, or to "
+                   "recover a damaged index from its stored documents (no PATH needed)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("ask", help="answer a question with citations")

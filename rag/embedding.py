@@ -1,9 +1,27 @@
-"""Text embeddings: a small protocol and the sentence-transformers implementation."""
+"""Text embeddings: a small protocol and the sentence-transformers implementation.
+
+Backends (`RAG_EMBED_BACKEND`):
+- `onnx` (default): ONNX Runtime, fp32. Same vectors as torch (mean cosine 1.000000) and about 3x
+  faster for a single query here. The model is exported once (about 5 s, offline) into
+  `RAG_DATA_DIR/models/` and loaded from there afterwards.
+- `onnx-int8`: dynamically quantized ONNX (AVX2): faster still, slightly different vectors, so an
+  index built with it is not mixed with fp32 vectors.
+- `torch`: plain PyTorch.
+
+Query embeddings go through a small batcher: worker threads take every query waiting at that moment
+and embed them in one call, so concurrent questions share model calls and both cores, while a lone
+question is embedded at once (nothing waits for a batch to fill).
+"""
 from __future__ import annotations
 
+import hashlib
 import os
+import queue
+import re
+import shutil
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -13,20 +31,8 @@ import numpy as np
 from .config import DEFAULT_MODEL
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
-
-
-@contextmanager
-def batch_threads(threads: int | None = None) -> Iterator[None]:
-    """Use every core for bulk encoding (ingest), then go back to the query-time thread count:
-    one thread answers single queries fastest here, but batches gain from all cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+BACKENDS = ("onnx", "onnx-int8", "torch")
+INT8_FILE = "onnx/model_qint8_avx2.onnx"
 
 
 class Embedder(Protocol):
@@ -34,6 +40,11 @@ class Embedder(Protocol):
 
     @property
     def dimension(self) -> int: ...
+
+    @property
+    def precision(self) -> str:
+        """"fp32" or "int8": vectors of different precision are never mixed in one index."""
+        ...
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         """float32 array (len(texts), dimension), rows L2-normalised."""
@@ -53,45 +64,148 @@ def resolve_model_path(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+@contextmanager
+def batch_threads(threads: int | None = None) -> Iterator[None]:
+    """Use every core for torch bulk encoding (ingest), then go back to the query-time thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _onnx_dir(cache_dir: Path, model: str, backend: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name or model)[:60]
+    digest = hashlib.sha256(f"{model}|{backend}".encode()).hexdigest()[:10]
+    return cache_dir / f"{slug}-{backend}-{digest}"
+
+
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (or any sentence-transformers model) on the CPU, loaded once."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, batch_size: int = 64, threads: int = 1,
-                 query_cache_size: int = 1024):
+    def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "onnx", batch_size: int = 64, threads: int = 1,
+                 cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0, got {batch_size}")
-        self.name = model
+        if backend not in BACKENDS:
+            raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.name, self.backend = model, backend
         self.batch_size = batch_size
         self.threads = threads
-        self._lock = threading.Lock()  # one forward pass at a time: the model is not re-entrant
-        self._cache_lock = threading.Lock()
+        self.cache_dir = cache_dir
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
+        self._cache_lock = threading.Lock()
+        self._torch_lock = threading.Lock()  # torch modules are shared; one forward pass at a time
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        if threads > 0:
-            torch.set_num_threads(threads)
         path = resolve_model_path(model)
         try:
-            self._model = SentenceTransformer(path, device="cpu")
+            self._query_model = self._load(path, threads)
         except Exception as exc:  # noqa: BLE001 - many loader errors; say which model failed
-            raise ValueError(f"cannot load embedding model {model!r} (from {path}): {exc}") from exc
-        self._dimension = int(self._model.get_embedding_dimension())
+            raise ValueError(f"cannot load embedding model {model!r} (from {path}, backend {backend}): {exc}") from exc
+        self._bulk_model = None
+        self._path = path
+        self._dimension = int(self._query_model.get_embedding_dimension())
+        self._queue: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
+        workers = query_workers or (os.cpu_count() or 1 if backend != "torch" else 1)
+        for i in range(workers):
+            threading.Thread(target=self._serve_queries, name=f"query-embedder-{i}", daemon=True).start()
 
+    # -- loading -------------------------------------------------------------------------
+    def _load(self, path: str, threads: int):
+        from sentence_transformers import SentenceTransformer
+
+        if self.backend == "torch":
+            import torch
+
+            if threads > 0:
+                torch.set_num_threads(threads)
+            return SentenceTransformer(path, device="cpu")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
+        onnx_path = self._exported(path)
+        if self.backend == "onnx-int8":
+            kwargs["file_name"] = INT8_FILE
+        return SentenceTransformer(onnx_path, backend="onnx", device="cpu", model_kwargs=kwargs)
+
+    def _exported(self, path: str) -> str:
+        """A directory holding the ONNX model (and its int8 variant), exported once and reused."""
+        if self.cache_dir is None:
+            raise ValueError("the ONNX backends need a cache directory for the exported model")
+        target = _onnx_dir(self.cache_dir, path, self.backend)
+        if (target / ("onnx/model.onnx" if self.backend == "onnx" else INT8_FILE)).exists():
+            return str(target)
+        from sentence_transformers import SentenceTransformer
+
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = SentenceTransformer(path, backend="onnx", device="cpu",
+                                    model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
+        model.save_pretrained(str(tmp))
+        if self.backend == "onnx-int8":
+            from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+            export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)  # another process may have finished first; either copy is complete
+        return str(target)
+
+    # -- encoding ------------------------------------------------------------------------
     @property
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def precision(self) -> str:
+        return "int8" if self.backend == "onnx-int8" else "fp32"
+
+    def _run(self, model, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        if self.backend == "torch":
+            with self._torch_lock:
+                out = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=show_progress)
+        else:  # ONNX Runtime sessions are thread-safe
+            out = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=show_progress)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Bulk encoding (ingest): ONNX gets its own session using every core."""
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        with self._lock:
-            vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=show_progress)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        model = self._query_model
+        if self.backend != "torch" and (os.cpu_count() or 1) > 1 and len(texts) > 1:
+            if self._bulk_model is None:
+                self._bulk_model = self._load(self._path, 0)
+            model = self._bulk_model
+        return self._run(model, list(texts), show_progress)
+
+    def _serve_queries(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            texts = list(dict.fromkeys(t for t, _ in batch))
+            try:
+                vectors = dict(zip(texts, self._run(self._query_model, texts)))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for text, future in batch:
+                future.set_result(vectors[text])
 
     def encode_query(self, text: str) -> np.ndarray:
         with self._cache_lock:
@@ -99,7 +213,9 @@ class SentenceTransformerEmbedder:
             if cached is not None:
                 self._cache.move_to_end(text)
                 return cached
-        vector = self.encode([text])[0]
+        future: Future = Future()
+        self._queue.put((text, future))
+        vector = future.result()
         vector.setflags(write=False)
         with self._cache_lock:
             self._cache[text] = vector

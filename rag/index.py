@@ -46,14 +46,15 @@ class IndexConfig:
 
     embed_model: str
     dimension: int
+    embed_precision: str  # fp32 (torch and ONNX give the same vectors) or int8
     chunk_size: int
     chunk_overlap: int
     index_titles: bool
 
     def same_vectors(self, other: "IndexConfig") -> bool:
         """Whether stored vectors can be reused (only BM25-side settings differ)."""
-        return (self.embed_model, self.dimension, self.chunk_size, self.chunk_overlap) == (
-            other.embed_model, other.dimension, other.chunk_size, other.chunk_overlap)
+        return (self.embed_model, self.dimension, self.embed_precision, self.chunk_size, self.chunk_overlap) == (
+            other.embed_model, other.dimension, other.embed_precision, other.chunk_size, other.chunk_overlap)
 
     def differences(self, other: "IndexConfig") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -224,6 +225,22 @@ def read_manifest(snap: Path) -> dict:
         raise IndexMismatchError(f"index format {manifest.get('format_version')} at {snap}; this version reads "
                                  f"format {FORMAT_VERSION}. Rebuild with `rag ingest --rebuild`.")
     return manifest
+
+
+def read_stored_documents(root: Path) -> tuple[list[Document], int]:
+    """The current snapshot's documents and journal position alone, checked against the manifest:
+    enough to rebuild an index whose vector or BM25 files are damaged."""
+    snap = current_snapshot(root)
+    manifest = read_manifest(snap)
+    meta = manifest["files"].get("documents.jsonl")
+    path = snap / "documents.jsonl"
+    if meta is None or not path.is_file() or _file_digest(path)["sha256"] != meta["sha256"]:
+        raise IndexCorruptError(f"{path} is missing or corrupt too; rebuild from the original files with "
+                                "`rag ingest --rebuild PATH...`")
+    with open(path, encoding="utf-8") as f:
+        docs = [Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"],
+                         metadata=r.get("metadata") or {}) for r in map(json.loads, f)]
+    return docs, int(manifest.get("journal_seq", 0))
 
 
 def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True) -> Index:

@@ -19,7 +19,7 @@ from .errors import (DocumentNotFoundError, GeneratorError, IndexCorruptError, I
 from .generation import Answer, Generator
 from .generation.extractive import ExtractiveConfig, ExtractiveGenerator
 from .generation.openai_chat import OpenAIChatGenerator, OpenAIConfig
-from .index import Index, IndexConfig, build_index, load_index
+from .index import Index, IndexConfig, build_index, load_index, read_stored_documents
 from .journal import Change, Journal
 from .retrieval import Filters, Passage, Retriever
 
@@ -103,14 +103,16 @@ class Pipeline:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             s = self.settings
-            self._embedder = SentenceTransformerEmbedder(s.embed_model, batch_size=s.embed_batch_size,
-                                                         threads=s.torch_threads)
+            self._embedder = SentenceTransformerEmbedder(s.embed_model, backend=s.embed_backend,
+                                                         batch_size=s.embed_batch_size, threads=s.embed_threads,
+                                                         cache_dir=s.data_dir / "models")
         return self._embedder
 
     @property
     def index_config(self) -> IndexConfig:
         s = self.settings
-        return IndexConfig(embed_model=s.embed_model, dimension=self.embedder.dimension, chunk_size=s.chunk_size,
+        return IndexConfig(embed_model=s.embed_model, dimension=self.embedder.dimension,
+                           embed_precision=self.embedder.precision, chunk_size=s.chunk_size,
                            chunk_overlap=s.chunk_overlap, index_titles=s.index_titles)
 
     @property
@@ -221,7 +223,12 @@ class Pipeline:
         paths = [Path(p) for p in paths]
         loaded = load_paths(paths)
         present = {d.source for d in loaded.documents} | {s.path for s in loaded.skipped}
-        stored = self._stored()
+        try:
+            stored = self._stored()
+        except IndexCorruptError:
+            if not rebuild:
+                raise
+            stored = None
         removed: list[str] = []
         if stored is not None:
             roots = [display_source(p) for p in paths]
@@ -240,16 +247,19 @@ class Pipeline:
         report = IngestReport(skipped=list(skipped or []))
         config = self.index_config
         with self._exclusive():
+            stored_docs: list[Document] = []
             try:
                 previous = self._stored()
-            except IndexCorruptError:
+                stored_docs = previous.documents if previous is not None else []
+            except IndexCorruptError as exc:
                 if not rebuild:
                     raise
                 previous = None
+                stored_docs = self._salvage_documents()
+                report.rebuilt = f"the stored index was damaged ({exc}); rebuilt from its stored documents"
             if previous is not None and previous.config != config:
                 report.rebuilt = "; ".join(config.differences(previous.config))
-            merged: dict[str, Document] = {} if replace_all or previous is None else {
-                d.id: d for d in previous.documents}
+            merged: dict[str, Document] = {} if replace_all else {d.id: d for d in stored_docs}
             for doc_id in remove:
                 if merged.pop(doc_id, None) is not None:
                     report.removed += 1
@@ -271,6 +281,20 @@ class Pipeline:
             self._index, self._last_seq, self._since_snapshot = index, index.journal_seq, 0
         report.documents, report.chunks = len(index.documents), len(index.chunks)
         return report
+
+    def _salvage_documents(self) -> list[Document]:
+        """Documents of a damaged index (its checked documents file plus the journal), or none."""
+        try:
+            docs, seq = read_stored_documents(self.settings.index_dir)
+        except (IndexCorruptError, IndexNotFoundError):
+            return []
+        by_id = {d.id: d for d in docs}
+        for c in self.journal.read(after=seq):
+            if c.op == "put":
+                by_id[c.document.id] = c.document
+            else:
+                by_id.pop(c.document_id, None)
+        return list(by_id.values())
 
     # -- live changes (the document API) -------------------------------------------------
     def put_documents(self, documents: Sequence[Document]) -> list[str]:
@@ -308,16 +332,20 @@ class Pipeline:
         self._index = new  # visible to the next query
         self._since_snapshot += len(changes)
         if self._since_snapshot >= self.settings.snapshot_every:
-            self.compact()
+            self._snapshot()
 
     def compact(self) -> None:
         """Write a snapshot holding every journaled change, then empty the journal."""
         with self._exclusive():
-            if self._index is None or not self.journal.read(after=self._index.journal_seq - 1):
-                return  # nothing journaled since the last snapshot
-            self._index.save(self.settings.index_dir)
-            self.journal.clear()
-            self._since_snapshot = 0
+            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1):
+                self._snapshot()
+
+    def _snapshot(self) -> None:
+        """(Under `_exclusive`.) The snapshot first, then the journal: a crash between the two only
+        leaves journal records the snapshot already holds, which replay skips by sequence number."""
+        self._index.save(self.settings.index_dir)
+        self.journal.clear()
+        self._since_snapshot = 0
 
     # -- queries -------------------------------------------------------------------------
     def check_question(self, question: str) -> str:

@@ -5,7 +5,7 @@ import logging
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -16,6 +16,7 @@ from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
 from . import documents_api, errors, openai_api
+from .auth import require_read
 from .guard import Guard
 from .limits import BodySizeLimit
 from .observability import Metrics, RequestContext
@@ -81,7 +82,9 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.post("/ask", response_model=AskResponse, response_model_exclude_none=True,
+    reads = [Depends(require_read(pipeline.settings))]
+
+    @app.post("/ask", response_model=AskResponse, response_model_exclude_none=True, dependencies=reads,
               responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
                                          "description": "JSON, or with `stream: true` Server-Sent Events: "
                                                         "passages, delta..., citations, done (or error)."}})
@@ -108,7 +111,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         metrics.observe_answer(result, result["timings_ms"])
         return result
 
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS, dependencies=reads)
     async def search(request: SearchRequest) -> dict:
         passages = await run_in_threadpool(pipeline.search, request.query, request.top_k,
                                            filters=_filters(request.filters), mode=request.mode)

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -18,6 +18,7 @@ from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError
 from rag.pipeline import Pipeline
 
+from .auth import require_read
 from .schemas import ChatCompletionRequest, ChatMessage
 from .sse import STREAM_HEADERS, event
 
@@ -56,11 +57,13 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
         if name != model_name:
             raise ModelNotFoundError(f"The model '{name}' does not exist; this server serves '{model_name}'.")
 
-    @app.get("/v1/models")
+    reads = [Depends(require_read(pipeline.settings))]
+
+    @app.get("/v1/models", dependencies=reads)
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "rag-service"}]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=reads)
     async def chat_completions(request: ChatCompletionRequest):
         check_model(request.model)
         question, history = split_conversation(request.messages)

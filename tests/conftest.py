@@ -22,8 +22,9 @@ from support import SEEDS, LLMStandIn, running_server, wait_ready
 
 # -- the model and the seed index: built once per session -------------------------------
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder()
+def embedder(tmp_path_factory) -> SentenceTransformerEmbedder:
+    """The default embedder (ONNX backend; exported once per session into a tmp cache)."""
+    return SentenceTransformerEmbedder(cache_dir=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,10 @@ class CountingEmbedder:
     def dimension(self) -> int:
         return self._inner.dimension
 
+    @property
+    def precision(self) -> str:
+        return self._inner.precision
+
     def encode(self, texts, *, show_progress: bool = False):
         self.encoded.extend(texts)
         return self._inner.encode(texts, show_progress=show_progress)
