@@ -55,8 +55,9 @@ class HttpBackend:
                     raise
                 time.sleep(0.2 * 2 ** attempt)
                 continue
-            if r.status_code == 503 and attempt < self.retries:
-                time.sleep(0.2 * 2 ** attempt)
+            if r.status_code in (429, 503) and attempt < self.retries:  # rate limited / shedding load
+                retry_after = r.headers.get("retry-after", "")
+                time.sleep(min(float(retry_after), 10.0) if retry_after.isdigit() else 0.2 * 2 ** attempt)
                 continue
             r.raise_for_status()
             return r.json()
