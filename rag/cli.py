@@ -129,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset")
         add_arguments(p)
         p.set_defaults(func=cmd_eval)
+
+    try:
+        from eval.bench import add_arguments as add_bench_arguments, run as run_bench
+    except ImportError:
+        add_bench_arguments = None
+    if add_bench_arguments is not None:
+        p = sub.add_parser("bench", help="measure ingest, query and HTTP speed; print a table (and JSON with --out)")
+        add_bench_arguments(p)
+        p.set_defaults(func=run_bench)
     return parser
 
 

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=50)
 
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
-    abstain_threshold: float = Field(0.42, description="Extractive: abstain when the best sentence scores below this.")
+    abstain_threshold: float = Field(0.44, description="Extractive: abstain when the best sentence scores below this.")
     answer_max_sentences: int = Field(2, ge=1, le=10)
     answer_max_words: int = Field(75, ge=5, le=1000)
 

@@ -36,7 +36,7 @@ from .embedding import Embedder
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .lexical import BM25Index
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 
 
@@ -249,7 +249,11 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
 
     snap = current_snapshot(root)
     manifest = read_manifest(snap)
-    config = IndexConfig(**manifest["config"])
+    try:
+        config = IndexConfig(**manifest["config"])
+    except TypeError as exc:
+        raise IndexCorruptError(f"{snap / 'manifest.json'} has an unreadable config ({exc}); "
+                                "rebuild with `rag ingest --rebuild`") from exc
     if expected is not None:
         diffs = expected.differences(config)
         if diffs:

@@ -27,7 +27,7 @@ class ExtractiveConfig:
     w_dense: float = 0.5
     w_lexical: float = 0.4
     w_passage: float = 0.1
-    abstain_threshold: float = 0.42
+    abstain_threshold: float = 0.44
     max_sentences: int = 2
     max_words: int = 75
     second_margin: float = 0.08  # a further sentence joins only if within this of the best score
