@@ -138,4 +138,5 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                        allow_headers=["content-type", "authorization", "x-request-id"],
                        expose_headers=["x-request-id", "retry-after"], max_age=600)
     app.add_middleware(RequestContext, metrics=metrics)
+    errors.document_errors(app)
     return app

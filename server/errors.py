@@ -6,6 +6,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotFoundError, NotReadyError,
                         RagError, UpstreamError)
@@ -82,7 +83,57 @@ def install(app: FastAPI) -> None:
             return error_response(request, 422, "request body is not valid JSON")
         return error_response(request, 422, _describe(errors))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # e.g. bytes that are not UTF-8
+            return error_response(request, 422, "request body is not valid JSON")
+        response = error_response(request, exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return error_response(request, 500, "internal error")
+
+
+# Statuses any API operation may answer, documented on every operation so that the OpenAPI schema
+# tells the truth (the fuzz tests check responses against it).
+_DOCUMENTED = {
+    "401": "Missing or invalid API key", "403": "Writes disabled", "404": "Not found",
+    "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
+    "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading or overloaded",
+    "504": "LLM server timed out",
+}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Replace FastAPI's list-shaped 422 with our `{"detail": str}` (OpenAI's error object under /v1/)
+    and document the shared error statuses on every API operation."""
+    from fastapi.openapi.utils import get_openapi
+
+    from .schemas import ErrorBody, OpenAIError
+
+    def schema() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        for model in (ErrorBody, OpenAIError):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[model.__name__] = definition
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        for path, operations in spec.get("paths", {}).items():
+            name = "OpenAIError" if path.startswith("/v1/") else "ErrorBody"
+            for op in operations.values():
+                responses = op.setdefault("responses", {})
+                for code, description in _DOCUMENTED.items():
+                    responses[code] = {"description": description, "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = schema

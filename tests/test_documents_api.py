@@ -260,12 +260,12 @@ def test_upload_txt_cp1252_md_and_html(serve_copy):
 
 
 def test_upload_pdf_text_is_retrievable_and_citable(serve_copy):
+    import io
+
     from pypdf import PdfReader
 
     lines = ["Harbour report for Skellvik.", "The Skellvik harbour crane lifts forty tonnes of timber."]
     pdf = minimal_pdf(lines)
-    import io
-
     assert "Skellvik harbour crane" in PdfReader(io.BytesIO(pdf), strict=True).pages[0].extract_text()
 
     _, client = serve_copy()
