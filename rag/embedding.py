@@ -8,15 +8,16 @@ Backends (`RAG_EMBED_BACKEND`):
   index built with it is not mixed with fp32 vectors.
 - `torch`: plain PyTorch.
 
-Query embeddings go through a small batcher: worker threads take every query waiting at that moment
-and embed them in one call, so concurrent questions share model calls and both cores, while a lone
-question is embedded at once (nothing waits for a batch to fill).
+Query embeddings are micro-batched without a batching delay: a question arriving while fewer than
+`query_workers` model calls run is embedded at once in its own thread (no hand-off, nothing waits for a
+batch to fill); one arriving while they are all busy is queued, and each running call, when done, takes
+every queued question in one batch. So a lone question pays nothing, and under load questions share
+model calls and all cores.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
 import shutil
 import threading
@@ -110,10 +111,10 @@ class SentenceTransformerEmbedder:
         self._bulk_model = None
         self._path = path
         self._dimension = int(self._query_model.get_embedding_dimension())
-        self._queue: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
-        workers = query_workers or (os.cpu_count() or 1 if backend != "torch" else 1)
-        for i in range(workers):
-            threading.Thread(target=self._serve_queries, name=f"query-embedder-{i}", daemon=True).start()
+        self._workers = query_workers or ((os.cpu_count() or 1) if backend != "torch" else 1)
+        self._active = 0  # model calls for queries running now
+        self._pending: list[tuple[str, Future]] = []
+        self._batch_lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------
     def _load(self, path: str, threads: int):
@@ -189,23 +190,35 @@ class SentenceTransformerEmbedder:
             model = self._bulk_model
         return self._run(model, list(texts), show_progress)
 
-    def _serve_queries(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            texts = list(dict.fromkeys(t for t, _ in batch))
-            try:
-                vectors = dict(zip(texts, self._run(self._query_model, texts)))
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for text, future in batch:
-                future.set_result(vectors[text])
+    def _embed_queries(self, batch: list[tuple[str, Future]]) -> None:
+        texts = list(dict.fromkeys(t for t, _ in batch))
+        try:
+            vectors = dict(zip(texts, self._run(self._query_model, texts)))
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for text, future in batch:
+            future.set_result(vectors[text])
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        future: Future = Future()
+        with self._batch_lock:
+            lead = self._active < self._workers
+            if lead:
+                self._active += 1
+            else:
+                self._pending.append((text, future))  # a running call picks it up when it finishes
+        if not lead:
+            return future.result()
+        batch = [(text, future)]
+        while batch:
+            self._embed_queries(batch)
+            with self._batch_lock:
+                batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
+                if not batch:
+                    self._active -= 1
+        return future.result()
 
     def encode_query(self, text: str) -> np.ndarray:
         with self._cache_lock:
@@ -213,9 +226,7 @@ class SentenceTransformerEmbedder:
             if cached is not None:
                 self._cache.move_to_end(text)
                 return cached
-        future: Future = Future()
-        self._queue.put((text, future))
-        vector = future.result()
+        vector = self._embed_query(text)
         vector.setflags(write=False)
         with self._cache_lock:
             self._cache[text] = vector

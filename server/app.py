@@ -109,13 +109,13 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                                           generator=request.generator, filters=_filters(request.filters),
                                           mode=request.mode, history=history)).to_dict()
         metrics.observe_answer(result, result["timings_ms"])
-        return result
+        return JSONResponse(result)  # already in the response model's shape: skip re-validating it
 
     @app.post("/search", response_model=SearchResponse, responses=ERRORS, dependencies=reads)
     async def search(request: SearchRequest) -> dict:
         passages = await run_in_threadpool(pipeline.search, request.query, request.top_k,
                                            filters=_filters(request.filters), mode=request.mode)
-        return {"passages": [p.to_dict() for p in passages]}
+        return JSONResponse({"passages": [p.to_dict() for p in passages]})
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
