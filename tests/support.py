@@ -29,11 +29,12 @@ PESKOV_SENTENCE_START = "However, Russia has strongly rejected this idea, with K
 
 # -- real servers ----------------------------------------------------------------------
 @contextmanager
-def running_server(app) -> Iterator[str]:
-    """Run `app` with uvicorn on a loopback port in a background thread; yields its base URL."""
+def running_server(app, port: int = 0) -> Iterator[str]:
+    """Run `app` with uvicorn on a loopback port (a free one unless given) in a background thread;
+    yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
