@@ -19,7 +19,7 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+        return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
     return str(value)
 
 
