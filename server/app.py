@@ -36,12 +36,15 @@ def _filters(model) -> dict | None:
 def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = None,
                load_in_background: bool = True) -> FastAPI:
     pipeline = pipeline or Pipeline(settings or Settings())
-    state = {"error": None}
+    state = {"error": None, "warm": False}
 
     def load() -> None:
         try:
             if not pipeline.ready:
                 pipeline.load()
+            # One untimed question first: the model's first run is several times slower than later ones.
+            pipeline.ask("What is this collection of documents about?")
+            state["warm"] = True
             log.info("index ready: %d documents, %d chunks", len(pipeline.index.documents), len(pipeline.index.chunks))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             state["error"] = str(exc)
@@ -76,7 +79,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
 
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz():
-        if pipeline.ready:
+        if pipeline.ready and state["warm"]:
             idx = pipeline.index
             return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks)}
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
