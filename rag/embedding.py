@@ -33,7 +33,7 @@ from .config import DEFAULT_MODEL
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
-INT8_FILE = "onnx/model_qint8_avx2.onnx"
+INT8_FILE = "onnx/model_quint8_avx2.onnx"  # what export_dynamic_quantized_onnx_model writes for "avx2"
 
 
 class Embedder(Protocol):
