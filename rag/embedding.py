@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections import OrderedDict
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -146,7 +147,7 @@ class SentenceTransformerEmbedder:
             return str(target)
         from sentence_transformers import SentenceTransformer
 
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         shutil.rmtree(tmp, ignore_errors=True)
         model = SentenceTransformer(path, backend="onnx", device="cpu",
                                     model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
@@ -209,16 +210,23 @@ class SentenceTransformerEmbedder:
                 self._active += 1
             else:
                 self._pending.append((text, future))  # a running call picks it up when it finishes
-        if not lead:
-            return future.result()
-        batch = [(text, future)]
+        if lead:
+            self._lead([(text, future)], hand_off=True)
+        return future.result()
+
+    def _lead(self, batch: list[tuple[str, Future]], *, hand_off: bool) -> None:
+        """Embed `batch`, then the questions queued meanwhile. A request thread does its own batch
+        only and hands what is queued to a drain thread, so no request waits on other people's."""
         while batch:
             self._embed_queries(batch)
             with self._batch_lock:
                 batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
                 if not batch:
                     self._active -= 1
-        return future.result()
+            if batch and hand_off:  # the drain thread inherits this call's slot
+                threading.Thread(target=self._lead, args=(batch,), kwargs={"hand_off": False}, daemon=True,
+                                 name="query-embedder-drain").start()
+                return
 
     def encode_query(self, text: str) -> np.ndarray:
         with self._cache_lock:

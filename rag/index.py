@@ -187,8 +187,13 @@ def _fsync_tree(path: Path) -> None:
 
 
 def _remove_old_snapshots(root: Path, keep: str) -> None:
+    """Remove all but the current snapshot and the one before it (a reader that read CURRENT just
+    before the flip may still be loading that one). Leftover temporary directories go too."""
+    snaps = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("snap-")),
+                   key=lambda p: int(p.name.split("-")[1]))
+    previous = [p.name for p in snaps if p.name != keep][-1:]
     for p in root.iterdir():
-        if p.name != keep and (p.name.startswith("snap-") or p.name.startswith(".tmp-snap-")) and p.is_dir():
+        if p.is_dir() and p.name not in (keep, *previous) and p.name.startswith(("snap-", ".tmp-snap-")):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -71,12 +71,15 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
         data = "".join(c.to_json() + "\n" for c in changes).encode("utf-8")
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            _fsync_dir(self.path.parent)  # the new file's directory entry must survive a power loss too
 
     def _drop_torn_tail(self) -> None:
         if not self.path.exists():
@@ -91,3 +94,12 @@ class Journal:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(b"")
         os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

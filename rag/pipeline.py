@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from .generation.openai_chat import OpenAIChatGenerator, OpenAIConfig
 from .index import Index, IndexConfig, build_index, load_index, read_stored_documents
 from .journal import Change, Journal
 from .retrieval import Filters, Passage, Retriever
+
+log = logging.getLogger("rag.pipeline")
 
 
 @dataclass
@@ -84,6 +87,8 @@ class Pipeline:
         self._embedder = embedder
         self._index: Index | None = None
         self._write_lock = threading.RLock()
+        self._init_lock = threading.RLock()
+        self._holding = 0  # nesting depth of _exclusive in the thread that holds it
         self._seen_state: tuple[str | None, int] = (None, 0)
         self._last_seq = 0
         self._since_snapshot = 0
@@ -102,11 +107,15 @@ class Pipeline:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            s = self.settings
-            self._embedder = SentenceTransformerEmbedder(s.embed_model, backend=s.embed_backend,
-                                                         batch_size=s.embed_batch_size, threads=s.embed_threads,
-                                                         cache_dir=s.data_dir / "models")
+            with self._init_lock:  # one model, however many requests arrive while it loads
+                if self._embedder is None:
+                    self._embedder = self._make_embedder()
         return self._embedder
+
+    def _make_embedder(self) -> Embedder:
+        s = self.settings
+        return SentenceTransformerEmbedder(s.embed_model, backend=s.embed_backend, batch_size=s.embed_batch_size,
+                                           threads=s.embed_threads, cache_dir=s.data_dir / "models")
 
     @property
     def index_config(self) -> IndexConfig:
@@ -124,19 +133,20 @@ class Pipeline:
 
     @property
     def generators(self) -> dict[str, Generator]:
-        if self._generators is None:
-            s = self.settings
-            extractive = ExtractiveGenerator(self.embedder, ExtractiveConfig(
-                abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences,
-                max_words=s.answer_max_words))
-            llm = OpenAIChatGenerator(OpenAIConfig(base_url=s.openai_base_url, model=s.openai_model,
-                                                   api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
-                                                   connect_timeout_s=s.openai_connect_timeout_s,
-                                                   max_retries=s.openai_max_retries,
-                                                   breaker_threshold=s.openai_breaker_threshold,
-                                                   breaker_cooldown_s=s.openai_breaker_cooldown_s))
-            self._generators = {extractive.name: extractive, llm.name: llm}
+        with self._init_lock:
+            if self._generators is None:
+                self._generators = self._make_generators()
         return self._generators
+
+    def _make_generators(self) -> dict[str, Generator]:
+        s = self.settings
+        extractive = ExtractiveGenerator(self.embedder, ExtractiveConfig(
+            abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences, max_words=s.answer_max_words))
+        llm = OpenAIChatGenerator(OpenAIConfig(
+            base_url=s.openai_base_url, model=s.openai_model, api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
+            connect_timeout_s=s.openai_connect_timeout_s, max_retries=s.openai_max_retries,
+            breaker_threshold=s.openai_breaker_threshold, breaker_cooldown_s=s.openai_breaker_cooldown_s))
+        return {extractive.name: extractive, llm.name: llm}
 
     @property
     def ready(self) -> bool:
@@ -155,21 +165,24 @@ class Pipeline:
 
     def load(self, *, build_from_seeds: bool = True) -> Index:
         """Load the stored snapshot and replay the journal over it; with nothing stored, build the
-        index from the seed corpus."""
-        try:
-            index = load_index(self.settings.index_dir, self.index_config)
-        except IndexNotFoundError:
-            if not build_from_seeds:
-                raise
-            report = self.ingest([self.settings.seed_dir])
-            if report.documents == 0:
-                raise IndexNotFoundError(f"no index at {self.settings.index_dir} and no documents in "
-                                         f"{self.settings.seed_dir}")
-            return self.index
-        changes = self.journal.read(after=index.journal_seq)
-        if changes:
-            index = self._apply(index, changes)
-        self._index, self._last_seq, self._seen_state = index, index.journal_seq, self._disk_state()
+        index from the seed corpus. Under the writer lock, so no other process's write slips between
+        reading the snapshot and reading the journal."""
+        config = self.index_config
+        with self._exclusive():
+            try:
+                index = load_index(self.settings.index_dir, config)
+            except IndexNotFoundError:
+                if not build_from_seeds:
+                    raise
+                report = self.ingest([self.settings.seed_dir])
+                if report.documents == 0:
+                    raise IndexNotFoundError(f"no index at {self.settings.index_dir} and no documents in "
+                                             f"{self.settings.seed_dir}") from None
+                return self.index
+            changes = self.journal.read(after=index.journal_seq)
+            if changes:
+                index = self._apply(index, changes)
+            self._index, self._last_seq = index, index.journal_seq
         return index
 
     def _stored(self, *, fresh: bool = False) -> Index | None:
@@ -205,15 +218,24 @@ class Pipeline:
         """Serialise writers, within this process (a lock) and across processes (flock on a lock
         file), and start from what is on disk if another process wrote since we last looked."""
         with self._write_lock:
+            if self._holding:  # re-entered by the same thread (load -> ingest seeds): already locked
+                self._holding += 1
+                try:
+                    yield
+                finally:
+                    self._holding -= 1
+                return
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             with open(self.settings.data_dir / ".writer.lock", "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+                self._holding = 1
                 try:
                     if self._index is not None and self._disk_state() != self._seen_state:
                         self._index = self._stored(fresh=True)
                     yield
                     self._seen_state = self._disk_state()
                 finally:
+                    self._holding = 0
                     fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ingest(self, paths: Iterable[str | Path], *, rebuild: bool = False,
@@ -233,7 +255,8 @@ class Pipeline:
         if stored is not None:
             roots = [display_source(p) for p in paths]
             for doc in stored.documents:
-                under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/") for r in roots)
+                under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/")
+                            or (r == "." and not doc.source.startswith("/")) for r in roots)
                 if under and doc.source not in present and not Path(doc.source).exists():
                     removed.append(doc.id)
         return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress,
@@ -332,7 +355,10 @@ class Pipeline:
         self._index = new  # visible to the next query
         self._since_snapshot += len(changes)
         if self._since_snapshot >= self.settings.snapshot_every:
-            self._snapshot()
+            try:
+                self._snapshot()
+            except OSError as exc:  # the change is durable in the journal; compaction can wait
+                log.error("snapshot failed (the journal keeps every change): %s", exc)
 
     def compact(self) -> None:
         """Write a snapshot holding every journaled change, then empty the journal."""
@@ -358,10 +384,11 @@ class Pipeline:
 
     def search(self, query: str, top_k: int | None = None, *, filters: dict | Filters | None = None,
                mode: RetrievalMode | str | None = None) -> list[Passage]:
+        index = self.index  # 503 while loading
         query = self.check_question(query)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)
-        return self.retriever.search(self.index, query, self.settings.top_k if top_k is None else top_k,
+        return self.retriever.search(index, query, self.settings.top_k if top_k is None else top_k,
                                      mode=RetrievalMode(mode) if mode else None, filters=filters)
 
     def generator(self, name: str | None) -> Generator:
@@ -389,8 +416,8 @@ class Pipeline:
         """Everything before generation: validation, the standalone query, retrieval. Errors in the
         request surface here, before any streamed byte."""
         t0 = time.perf_counter()
+        index = self.index  # one snapshot for the whole request (503 while loading)
         gen = self.generator(generator)
-        index = self.index  # one snapshot for the whole request
         question = self.check_question(question)
         if not isinstance(filters, Filters):
             filters = Filters.parse(filters)

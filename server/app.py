@@ -42,13 +42,17 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         try:
             if not pipeline.ready:
                 pipeline.load()
-            # One untimed question first: the model's first run is several times slower than later ones.
-            pipeline.ask("What is this collection of documents about?")
-            state["warm"] = True
-            log.info("index ready: %d documents, %d chunks", len(pipeline.index.documents), len(pipeline.index.chunks))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             state["error"] = str(exc)
             log.error("cannot serve the index: %s", exc)
+            return
+        try:
+            # One untimed question first: the model's first run is several times slower than later ones.
+            pipeline.ask("What is this collection of documents about?", generator="extractive")
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
+            log.warning("warm-up question failed: %s", exc)
+        state["warm"] = True
+        log.info("index ready: %d documents, %d chunks", len(pipeline.index.documents), len(pipeline.index.chunks))
 
     async def lifespan(_: FastAPI):
         s = pipeline.settings
@@ -132,9 +136,11 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     openai_api.register(app, pipeline, metrics)
     documents_api.register(app, pipeline, metrics)
     s = pipeline.settings
-    # Added innermost first: request context -> CORS -> rate limit / shedding -> body limit -> routes.
-    app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes, upload_bytes=s.max_upload_bytes)
+    # Added innermost first: request context -> CORS -> body limit -> rate limit / shedding -> routes.
+    # The body is read (bounded in size and time) before a request takes an in-flight slot, so slow
+    # senders cannot hold the slots.
     app.add_middleware(Guard, rate=s.rate_limit, burst=s.rate_burst, max_inflight=s.max_inflight, metrics=metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes, upload_bytes=s.max_upload_bytes)
     # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
     app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
                        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],

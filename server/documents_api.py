@@ -22,6 +22,7 @@ from rag.pipeline import Pipeline
 
 from .auth import require_read, require_write
 from .errors import UnsupportedMediaError
+from .schemas import Text
 
 DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#@+=-]*$")]
 UPLOAD_TYPES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
@@ -31,9 +32,9 @@ UPLOAD_TYPES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".ht
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: DocId | None = None
-    title: Annotated[str, Field(max_length=500)] | None = None
-    source: Annotated[str, Field(max_length=1000)] | None = None
-    text: Annotated[str, Field(strict=True)]
+    title: Annotated[Text, Field(max_length=500)] | None = None
+    source: Annotated[Text, Field(max_length=1000)] | None = None
+    text: Annotated[Text, Field(strict=True)]
     metadata: dict[str, Any] | None = None
 
 
@@ -85,8 +86,14 @@ def _from_json(item: DocumentIn, settings, doc_id: str | None = None) -> Documen
     if len(item.text) > settings.max_document_chars:
         raise InputTooLargeError(f"document text is {len(item.text)} characters; the limit is "
                                  f"{settings.max_document_chars}")
-    if item.metadata is not None and len(json.dumps(item.metadata)) > 10_000:
-        raise InputTooLargeError("metadata is over 10000 characters of JSON")
+    if item.metadata is not None:
+        encoded = json.dumps(item.metadata, ensure_ascii=False)
+        if len(encoded) > 10_000:
+            raise InputTooLargeError("metadata is over 10000 characters of JSON")
+        try:
+            encoded.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError("metadata contains an invalid Unicode character (a lone surrogate)") from None
     doc_id = doc_id or item.id or hashlib.sha256(item.text.encode("utf-8")).hexdigest()[:16]
     return make_document(item.text, source=item.source or f"api/{doc_id}", title=item.title, id=doc_id,
                          metadata=item.metadata)
@@ -163,7 +170,8 @@ async def _documents_from_request(request: Request, settings) -> list[Document]:
         if doc_id is not None:
             doc_id = _check_id(doc_id)
         title = form.get("title") if isinstance(form.get("title"), str) else None
-        docs = [parse_upload(upload.filename or "", data, doc_id=doc_id, title=title, settings=settings)]
+        docs = [await run_in_threadpool(parse_upload, upload.filename or "", data, doc_id=doc_id, title=title,
+                                        settings=settings)]  # pypdf / HTML parsing: off the event loop
     else:
         raise UnsupportedMediaError("send application/json or multipart/form-data")
     ids = [d.id for d in docs]

@@ -101,7 +101,7 @@ def install(app: FastAPI) -> None:
 # Statuses any API operation may answer, documented on every operation so that the OpenAPI schema
 # tells the truth (the fuzz tests check responses against it).
 _DOCUMENTED = {
-    "401": "Missing or invalid API key", "403": "Writes disabled", "404": "Not found",
+    "401": "Missing or invalid API key", "408": "Request body not received in time", "403": "Writes disabled", "404": "Not found",
     "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
     "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading or overloaded",
     "504": "LLM server timed out",

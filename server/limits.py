@@ -6,12 +6,15 @@ refused with 413 too, never half-parsed. Document uploads get their own, larger 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 
 
 class BodySizeLimit:
-    def __init__(self, app, max_bytes: int, upload_bytes: int | None = None, upload_prefix: str = "/documents"):
+    def __init__(self, app, max_bytes: int, upload_bytes: int | None = None, upload_prefix: str = "/documents",
+                 read_timeout_s: float = 30.0):
         self.app = app
+        self.read_timeout_s = read_timeout_s
         self.small = max_bytes
         self.upload = upload_bytes or max_bytes
         self.upload_prefix = upload_prefix
@@ -30,17 +33,21 @@ class BodySizeLimit:
                 if declared > limit:
                     return await _refuse(send, 413, too_large)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                return await _refuse(send, 413, too_large)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body = message.get("body", b"")
+                    size += len(body)
+                    if size > limit:
+                        return await _refuse(send, 413, too_large)
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return await _refuse(send, 408, f"request body not received within {self.read_timeout_s:g}s")
         replayed = False
 
         async def replay():

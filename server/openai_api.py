@@ -31,7 +31,8 @@ def _text(message: ChatMessage) -> str:
     if isinstance(message.content, str):
         return message.content
     if isinstance(message.content, list):  # content parts: keep the text ones
-        return "".join(p.get("text", "") for p in message.content if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(p["text"] for p in message.content
+                       if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
     return ""
 
 

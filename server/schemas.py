@@ -3,28 +3,38 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rag.config import RetrievalMode
 
+def _encodable(value: str) -> str:
+    """Refuse strings JSON allows but UTF-8 cannot carry (lone surrogates such as "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an invalid Unicode character (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 TopK = Annotated[int, Field(strict=True, ge=1, le=50, description="How many passages to retrieve (1-50).")]
 
 
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str | list[str] | None = Field(None, description="Source path or glob (`seeds/*`), or a list of them.")
-    document_id: str | list[str] | None = Field(None, description="Document id, or a list of them.")
+    source: Text | list[Text] | None = Field(None, description="Source path or glob (`seeds/*`), or a list of them.")
+    document_id: Text | list[Text] | None = Field(None, description="Document id, or a list of them.")
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
-    content: Annotated[str, Field(strict=True, max_length=20000)]
+    content: Annotated[Text, Field(strict=True, max_length=20000)]
 
 
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    question: Annotated[str, Field(strict=True, description="The question; not blank.")]
+    question: Annotated[Text, Field(strict=True, description="The question; not blank.")]
     top_k: TopK = 5
     generator: str | None = Field(None, description="`extractive` (default) or `openai`.")
     filters: Filters | None = None
@@ -36,7 +46,7 @@ class AskRequest(BaseModel):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: Annotated[str, Field(strict=True, description="The search query; not blank.")]
+    query: Annotated[Text, Field(strict=True, description="The search query; not blank.")]
     top_k: TopK = 5
     filters: Filters | None = None
     mode: RetrievalMode | None = None
@@ -94,7 +104,7 @@ class ErrorBody(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict] | None = None
+    content: Text | list[dict] | None = None
 
 
 class ChatCompletionRequest(BaseModel):

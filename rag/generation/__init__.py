@@ -15,6 +15,7 @@ from ..retrieval import Passage
 
 ABSTAIN_TEXT = "The documents don't say. None of the retrieved passages answers this question."
 MARKER_RE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_OPEN_MARKER_RE = re.compile(r"\[[\d\s,]*")  # what an unfinished marker can look like so far
 _SPACED_MARKER_RE = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
@@ -72,8 +73,6 @@ class MarkerRenumberer:
     """Renumbers passage markers `[p]` into citation numbers by first use, incrementally, so that a
     streamed answer and the final one agree. Markers naming no passage are dropped."""
 
-    _LONGEST_MARKER = 24
-
     def __init__(self, passages: int):
         self.passages = passages
         self.numbering: dict[int, int] = {}  # passage number -> citation number
@@ -93,7 +92,7 @@ class MarkerRenumberer:
         may precede one, are held back."""
         self._pending += text
         cut = self._pending.rfind("[")
-        if cut == -1 or "]" in self._pending[cut:] or len(self._pending) - cut > self._LONGEST_MARKER:
+        if cut == -1 or not _OPEN_MARKER_RE.fullmatch(self._pending[cut:]):
             cut = len(self._pending)
         while cut > 0 and self._pending[cut - 1].isspace():
             cut -= 1

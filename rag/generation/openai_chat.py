@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ REWRITE_PROMPT = (
     "Rewrite the user's last question as one standalone search query, resolving references to the "
     "earlier conversation. Reply with the query only."
 )
+log = logging.getLogger("rag.llm")
 NO_ANSWER_RE = re.compile(r"^\W*i don'?t know based on the documents", re.IGNORECASE)
 
 
@@ -97,13 +99,26 @@ class OpenAIChatGenerator:
                 "max_tokens": self.config.max_tokens, "stream": stream}
 
     def _failure(self, exc: Exception) -> UpstreamError:
+        log.warning("LLM server call failed: %s: %s", type(exc).__name__, exc)
         if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(f"LLM server at {self.config.base_url} timed out ({type(exc).__name__})", timeout=True)
-        return UpstreamError(f"LLM server at {self.config.base_url} unreachable: {exc}")
+            return UpstreamError(f"LLM server timed out ({type(exc).__name__})", timeout=True)
+        return UpstreamError(f"LLM server unreachable ({type(exc).__name__})")
+
+    @staticmethod
+    def _status_error(status: int, body: str) -> UpstreamError:
+        # The body can carry account details (a masked key, an organisation): logged, never returned.
+        log.warning("LLM server answered HTTP %s: %s", status, body[:500])
+        return UpstreamError(f"LLM server answered HTTP {status}", status=status)
 
     def complete(self, messages: list[dict]) -> str:
         """One chat completion, retried with backoff on connection errors, 429 and 5xx."""
         self._before_call()
+        try:
+            return self._complete(messages)
+        finally:
+            self.breaker.abandon()  # no-op after an outcome was recorded; frees a cancelled trial
+
+    def _complete(self, messages: list[dict]) -> str:
         for attempt in range(self.config.max_retries + 1):
             try:
                 response = self._client.post("/chat/completions", json=self._payload(messages, False))
@@ -117,12 +132,12 @@ class OpenAIChatGenerator:
                 time.sleep(retry_delay(attempt, response.headers.get("retry-after")))
                 continue
             if response.status_code >= 400:
-                raise self._failed(UpstreamError(f"LLM server answered HTTP {response.status_code}: "
-                                                 f"{response.text[:200]}", status=response.status_code))
+                raise self._failed(self._status_error(response.status_code, response.text))
             try:
                 content = str(response.json()["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise self._failed(UpstreamError(f"LLM server sent an unexpected payload: {response.text[:200]}")) from exc
+                log.warning("LLM server sent an unexpected payload: %s", response.text[:500])
+                raise self._failed(UpstreamError("LLM server sent an unexpected payload")) from exc
             self.breaker.record_success()
             return content
         raise AssertionError("unreachable")
@@ -164,6 +179,19 @@ class OpenAIChatGenerator:
         raw, text = [], []
         payload = self._payload(build_messages(question, passages), True)
         self._before_call()
+        try:
+            async for piece in self._astream(payload, renumberer, raw, text):
+                yield piece
+        finally:
+            self.breaker.abandon()  # a client that left mid-stream must not keep the circuit half-open
+        rest = renumberer.finish()
+        if rest:
+            text.append(rest)
+            yield rest
+        yield finish_answer("".join(text), renumberer, "".join(raw), passages, self.name)
+
+    async def _astream(self, payload: dict, renumberer: MarkerRenumberer, raw: list[str],
+                       text: list[str]) -> AsyncIterator[str]:
         for attempt in range(self.config.max_retries + 1):
             try:
                 async with httpx.AsyncClient(base_url=self.config.base_url.rstrip("/"), headers=self._headers,
@@ -174,8 +202,7 @@ class OpenAIChatGenerator:
                             continue
                         if response.status_code >= 400:
                             body = (await response.aread()).decode("utf-8", "replace")
-                            raise self._failed(UpstreamError(f"LLM server answered HTTP {response.status_code}: "
-                                                             f"{body[:200]}", status=response.status_code))
+                            raise self._failed(self._status_error(response.status_code, body))
                         async for line in response.aiter_lines():
                             delta = _sse_delta(line)
                             if delta is None:
@@ -198,11 +225,6 @@ class OpenAIChatGenerator:
                     raise self._failed(error) from exc
                 await asyncio.sleep(retry_delay(attempt, None))
         self.breaker.record_success()
-        rest = renumberer.finish()
-        if rest:
-            text.append(rest)
-            yield rest
-        yield finish_answer("".join(text), renumberer, "".join(raw), passages, self.name)
 
     def close(self) -> None:
         self._client.close()
@@ -222,4 +244,5 @@ def _sse_delta(line: str):
         chunk = json.loads(data)
         return (chunk["choices"][0].get("delta") or {}).get("content") or None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise UpstreamError(f"LLM server sent an unexpected stream chunk: {data[:200]}") from exc
+        log.warning("LLM server sent an unexpected stream chunk: %s", data[:500])
+        raise UpstreamError("LLM server sent an unexpected stream chunk") from exc

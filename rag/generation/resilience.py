@@ -44,6 +44,11 @@ class CircuitBreaker:
                                        f"not calling it for up to {self.cooldown_s:g}s")
             self._trial_running = True
 
+    def abandon(self) -> None:
+        """A call that ended with neither outcome (cancelled): free the half-open trial slot."""
+        with self._lock:
+            self._trial_running = False
+
     def record_success(self) -> None:
         with self._lock:
             self._failures, self._opened_at, self._trial_running = 0, None, False
