@@ -32,6 +32,7 @@ import numpy as np
 
 from .chunking import Chunk, ChunkingConfig, Span, chunk_document, split_sentences
 from .documents import Document
+from .durable import fsync_path
 from .embedding import Embedder
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .lexical import BM25Index
@@ -142,12 +143,12 @@ class Index:
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
             _fsync_tree(tmp)
             os.rename(tmp, root / name)
-            _fsync_dir(root)
+            fsync_path(root)
             pointer = root / f".{CURRENT}.{name}"
             pointer.write_text(name)
-            _fsync_file(pointer)
+            fsync_path(pointer)
             os.replace(pointer, root / CURRENT)
-            _fsync_dir(root)
+            fsync_path(root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -168,22 +169,10 @@ def _file_digest(path: Path) -> dict:
     return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
-
-
 def _fsync_tree(path: Path) -> None:
     for p in sorted(path.rglob("*"), reverse=True):
-        _fsync_file(p)
-    _fsync_dir(path)
+        fsync_path(p)
+    fsync_path(path)
 
 
 def _remove_old_snapshots(root: Path, keep: str) -> None:

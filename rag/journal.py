@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .documents import Document
+from .durable import fsync_path
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Journal:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)  # the new file's directory entry must survive a power loss too
+            fsync_path(self.path.parent)  # the new file's directory entry must survive a power loss too
 
     def _drop_torn_tail(self) -> None:
         if not self.path.exists():
@@ -94,12 +95,5 @@ class Journal:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(b"")
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
