@@ -46,10 +46,6 @@ class IndexMismatchError(IndexError_):
     """The stored index was built with other settings (model, chunking) than the current ones."""
 
 
-class IndexBusyError(IndexError_):
-    """Another process is writing the same data directory."""
-
-
 class IndexCorruptError(IndexError_):
     """Stored files are missing, truncated, or disagree with each other."""
 

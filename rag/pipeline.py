@@ -89,6 +89,8 @@ class Pipeline:
         self._write_lock = threading.RLock()
         self._init_lock = threading.RLock()
         self._holding = 0  # nesting depth of _exclusive in the thread that holds it
+        self._checked_at = 0.0
+        self.refresh_interval_s = 1.0
         self._seen_state: tuple[str | None, int] = (None, 0)
         self._last_seq = 0
         self._since_snapshot = 0
@@ -207,6 +209,17 @@ class Pipeline:
         new = build_index(list(docs.values()), self.embedder, config or self.index_config, previous=index)
         new.journal_seq = changes[-1].seq
         return new
+
+    def refresh(self) -> None:
+        """Pick up what another process (say `rag ingest`) wrote to the data directory since we last
+        looked: a cheap check, at most once every `refresh_interval_s`; a reload only on change."""
+        now = time.monotonic()
+        if self._index is None or now - self._checked_at < self.refresh_interval_s:
+            return
+        self._checked_at = now
+        if self._disk_state() != self._seen_state:
+            with self._exclusive():  # reloads from disk when the state differs from what we saw
+                pass
 
     def _disk_state(self) -> tuple[str | None, int]:
         pointer, journal = self.settings.index_dir / "CURRENT", self.journal.path
@@ -384,6 +397,7 @@ class Pipeline:
 
     def search(self, query: str, top_k: int | None = None, *, filters: dict | Filters | None = None,
                mode: RetrievalMode | str | None = None) -> list[Passage]:
+        self.refresh()
         index = self.index  # 503 while loading
         query = self.check_question(query)
         if not isinstance(filters, Filters):
@@ -416,6 +430,7 @@ class Pipeline:
         """Everything before generation: validation, the standalone query, retrieval. Errors in the
         request surface here, before any streamed byte."""
         t0 = time.perf_counter()
+        self.refresh()
         index = self.index  # one snapshot for the whole request (503 while loading)
         gen = self.generator(generator)
         question = self.check_question(question)

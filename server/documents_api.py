@@ -213,12 +213,14 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
     @app.get("/documents", response_model=DocumentPage, dependencies=read)
     async def list_documents(offset: Annotated[int, Query(ge=0)] = 0,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
+        await run_in_threadpool(pipeline.refresh)
         docs = pipeline.index.documents
         return {"documents": [summary(d) for d in docs[offset:offset + limit]], "total": len(docs),
                 "offset": offset, "limit": limit}
 
     @app.get("/documents/{doc_id}", response_model=DocumentOut, dependencies=read)
     async def get_document(doc_id: str) -> dict:
+        await run_in_threadpool(pipeline.refresh)
         doc = pipeline.index.document(doc_id)
         if doc is None:
             raise DocumentNotFoundError(f"no document with id {doc_id!r}")

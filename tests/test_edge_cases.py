@@ -80,3 +80,19 @@ def test_ingest_dot_removes_files_that_are_gone(tmp_path, tmp_pipeline):
         os.chdir(cwd)
     assert (report.removed, report.unchanged, report.documents) == (1, 1, 1)
     assert [d.source for d in pipeline.index.documents] == ["a.txt"]
+
+
+def test_a_server_picks_up_what_another_process_ingested(tmp_path, tmp_pipeline, serve_pipeline):
+    serving = tmp_pipeline(tmp_path / "data", rate_limit=0)
+    serving.load()
+    serving.refresh_interval_s = 0.0
+    extra = tmp_path / "lighthouse.txt"
+    extra.write_text("The Skellig lighthouse keeper, Orla Brennan, retired in 1987.\n", encoding="utf-8")
+    with serve_pipeline(serving) as client:
+        before = client.get("/documents").json()["total"]
+        other = tmp_pipeline(tmp_path / "data")  # another process, as `rag ingest` would be
+        assert other.ingest([extra]).added == 1
+        body = client.post("/ask", json={"question": "Who was the Skellig lighthouse keeper?"}).json()
+        after = client.get("/documents").json()["total"]
+    assert (before, after) == (1, 2)
+    assert not body["abstained"] and "Orla Brennan" in body["citations"][0]["text"]

@@ -10,7 +10,7 @@ from server.app import create_app
 
 from browser_support import (CHROMIUM, CHROMIUM_ARGS, RECORD_STREAM_JS, HostSite, artifacts_dir, free_port,
                              serve_on_port)
-from support import OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, running_server, wait_ready
+from support import OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, running_server
 
 PESKOV = "What did Peskov say?"
 expect.set_options(timeout=20_000)  # waiting, not timing: generous for a cold, slow CI machine
