@@ -61,7 +61,10 @@ class GeneratorError(RagError):
 class UpstreamError(GeneratorError):
     """An upstream LLM server failed (connection, timeout, bad status, bad payload)."""
 
-    def __init__(self, message: str, *, status: int | None = None, timeout: bool = False):
+    def __init__(self, message: str, *, status: int | None = None, timeout: bool = False,
+                 reason: str | None = None):
         super().__init__(message)
         self.status = status
         self.timeout = timeout
+        # For metrics: timeout, connect, http_<status>, payload or circuit_open.
+        self.reason = reason or ("timeout" if timeout else f"http_{status}" if status else "connect")

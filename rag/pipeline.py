@@ -135,9 +135,10 @@ class Pipeline:
 
     @property
     def generators(self) -> dict[str, Generator]:
-        with self._init_lock:
-            if self._generators is None:
-                self._generators = self._make_generators()
+        if self._generators is None:
+            with self._init_lock:
+                if self._generators is None:
+                    self._generators = self._make_generators()
         return self._generators
 
     def _make_generators(self) -> dict[str, Generator]:
@@ -258,26 +259,20 @@ class Pipeline:
         paths = [Path(p) for p in paths]
         loaded = load_paths(paths)
         present = {d.source for d in loaded.documents} | {s.path for s in loaded.skipped}
-        try:
-            stored = self._stored()
-        except IndexCorruptError:
-            if not rebuild:
-                raise
-            stored = None
-        removed: list[str] = []
-        if stored is not None:
-            roots = [display_source(p) for p in paths]
-            for doc in stored.documents:
-                under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/")
-                            or (r == "." and not doc.source.startswith("/")) for r in roots)
-                if under and doc.source not in present and not Path(doc.source).exists():
-                    removed.append(doc.id)
+        roots = [display_source(p) for p in paths]
+
+        def gone(doc: Document) -> bool:
+            under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/")
+                        or (r == "." and not doc.source.startswith("/")) for r in roots)
+            return under and doc.source not in present and not Path(doc.source).exists()
+
         return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress,
-                                     remove=removed)
+                                     remove_if=gone)
 
     def ingest_documents(self, documents: list[Document], *, skipped: list[SkippedFile] | None = None,
                          rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
-                         replace_all: bool = False, remove: Sequence[str] = ()) -> IngestReport:
+                         replace_all: bool = False,
+                         remove_if: Callable[[Document], bool] | None = None) -> IngestReport:
         """Bulk add or replace documents by id and write a new snapshot; unchanged documents keep
         their vectors (no embedding). With `replace_all` the index holds exactly `documents`."""
         report = IngestReport(skipped=list(skipped or []))
@@ -296,9 +291,10 @@ class Pipeline:
             if previous is not None and previous.config != config:
                 report.rebuilt = "; ".join(config.differences(previous.config))
             merged: dict[str, Document] = {} if replace_all else {d.id: d for d in stored_docs}
-            for doc_id in remove:
-                if merged.pop(doc_id, None) is not None:
-                    report.removed += 1
+            if remove_if is not None:
+                for doc in stored_docs:
+                    if remove_if(doc) and merged.pop(doc.id, None) is not None:
+                        report.removed += 1
             for doc in documents:
                 old = previous.document(doc.id) if previous is not None else None
                 if old is None:

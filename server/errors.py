@@ -26,24 +26,17 @@ class UnsupportedMediaError(RagError):
     """415: a body or file type the API does not take."""
 
 
+# Most specific first: NotFoundError and InputTooLargeError are kinds of InvalidInputError.
+_STATUSES: tuple[tuple[type[RagError] | tuple[type[RagError], ...], int], ...] = (
+    (UnauthorizedError, 401), (WritesDisabledError, 403), (UnsupportedMediaError, 415), (NotFoundError, 404),
+    (InputTooLargeError, 413), (InvalidInputError, 422), ((NotReadyError, IndexError_), 503),
+)
+
+
 def status_for(exc: RagError) -> int:
-    if isinstance(exc, UnauthorizedError):
-        return 401
-    if isinstance(exc, WritesDisabledError):
-        return 403
-    if isinstance(exc, UnsupportedMediaError):
-        return 415
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, InputTooLargeError):
-        return 413
-    if isinstance(exc, InvalidInputError):
-        return 422
-    if isinstance(exc, (NotReadyError, IndexError_)):
-        return 503
     if isinstance(exc, UpstreamError):
         return 504 if exc.timeout else 502
-    return 500
+    return next((status for kinds, status in _STATUSES if isinstance(exc, kinds)), 500)
 
 
 def _describe(errors: list[dict]) -> str:

@@ -137,7 +137,7 @@ class OpenAIChatGenerator:
                 content = str(response.json()["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 log.warning("LLM server sent an unexpected payload: %s", response.text[:500])
-                raise self._failed(UpstreamError("LLM server sent an unexpected payload")) from exc
+                raise self._failed(UpstreamError("LLM server sent an unexpected payload", reason="payload")) from exc
             self.breaker.record_success()
             return content
         raise AssertionError("unreachable")
@@ -151,9 +151,7 @@ class OpenAIChatGenerator:
 
     def _failed(self, error: UpstreamError) -> UpstreamError:
         """Count a failed call (after its retries) and feed the circuit breaker."""
-        reason = "timeout" if error.timeout else f"http_{error.status}" if error.status else (
-            "payload" if "unexpected" in str(error) else "connect")
-        self.failures[reason] += 1
+        self.failures[error.reason] += 1
         self.breaker.record_failure()
         return error
 
@@ -216,7 +214,7 @@ class OpenAIChatGenerator:
                                 yield piece
                 break
             except UpstreamError as exc:
-                if exc.status is None:  # a bad stream chunk: count it, it was not counted yet
+                if exc.reason == "payload":  # a bad stream chunk: count it, it was not counted yet
                     raise self._failed(exc) from exc
                 raise
             except httpx.HTTPError as exc:
@@ -245,4 +243,4 @@ def _sse_delta(line: str):
         return (chunk["choices"][0].get("delta") or {}).get("content") or None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         log.warning("LLM server sent an unexpected stream chunk: %s", data[:500])
-        raise UpstreamError("LLM server sent an unexpected stream chunk") from exc
+        raise UpstreamError("LLM server sent an unexpected stream chunk", reason="payload") from exc

@@ -11,6 +11,9 @@ from ..errors import UpstreamError
 class CircuitOpenError(UpstreamError):
     """The breaker is open: the upstream failed repeatedly, so it is not called for a while."""
 
+    def __init__(self, message: str):
+        super().__init__(message, reason="circuit_open")
+
 
 @dataclass
 class CircuitBreaker:
