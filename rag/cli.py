@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("bench", help="measure ingest, query and HTTP speed; print a table (and JSON with --out)")
         add_bench_arguments(p)
         p.set_defaults(func=run_bench)
+        from eval.scale import add_arguments as add_scale_arguments, run as run_scale
+
+        p = sub.add_parser("bench-scale", help="build a synthetic index of a million chunks and measure build, "
+                                                 "memory, disk, search latency and recall")
+        add_scale_arguments(p)
+        p.set_defaults(func=run_scale)
     return parser
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .vectors import VectorIndexPolicy
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -46,6 +49,11 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1000, ge=100, le=20000, description="Target chunk length in characters.")
     chunk_overlap: int = Field(1, ge=0, le=10, description="Sentences shared by consecutive chunks.")
     index_titles: bool = Field(True, description="Index each chunk's document title with it in BM25.")
+    vector_index: Literal["auto", "flat", "ivf"] = Field(
+        "auto", description="FAISS index type: auto (flat below ivf_min_chunks, IVF-Flat from there), flat or ivf.")
+    ivf_min_chunks: int = Field(100_000, ge=1, description="auto: corpus size (chunks) from which IVF is used.")
+    ivf_nprobe: int = Field(0, ge=0, le=65536, description="IVF clusters probed per query; 0 = 1/16 of them, "
+                                                          "at least 8 (recall@10 >= 0.95, see the scale benchmark).")
 
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid
     fusion: FusionMethod = FusionMethod.weighted
@@ -124,6 +132,12 @@ class Settings(BaseSettings):
         if self.generator not in ("extractive", "openai"):
             raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
         return self
+
+    @property
+    def vector_policy(self) -> "VectorIndexPolicy":
+        from .vectors import VectorIndexPolicy
+
+        return VectorIndexPolicy(kind=self.vector_index, ivf_min_vectors=self.ivf_min_chunks, nprobe=self.ivf_nprobe)
 
     @property
     def index_dir(self) -> Path:

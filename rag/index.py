@@ -6,10 +6,11 @@ On disk (under `RAG_DATA_DIR/index/`):
     snap-<time>/            one complete, immutable snapshot
         manifest.json       format version, model, dimension, chunking, counts, versions, file checksums
         documents.jsonl     id, source, title, metadata, stored text (citations index into it)
-        chunks.jsonl        chunk id, document id, start, end, sentence range
+        chunks.npy          int64 (n, 5): document row, start, end, first and last+1 sentence row
         sentences.npy       int64 (n, 3): document row, start, end
-        sentence_vectors.npy float32 (n, dim), for the extractive generator (no embedding at question time)
-        chunks.faiss        FAISS inner-product index of chunk vectors (row = chunk row)
+        sentence_vectors.npy float16 (n, dim), for the extractive generator (no embedding at question time)
+        chunks.faiss        FAISS inner-product index of chunk vectors (row = chunk row): flat while
+                            small, IVF-Flat from `RAG_IVF_MIN_CHUNKS` on (vectors.py)
         bm25/               bm25s index over the same chunks (row = chunk row)
 
 A save writes a new snapshot beside the old one and then flips CURRENT, so a crash at any point
@@ -36,8 +37,9 @@ from .durable import fsync_path
 from .embedding import Embedder
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .lexical import BM25Index
+from .vectors import VectorIndexPolicy, build_vector_index, configure, describe, read_vector_index
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: chunks as columns (chunks.npy), float16 sentence vectors, IVF
 CURRENT = "CURRENT"
 
 
@@ -62,24 +64,62 @@ class IndexConfig:
         return [f"{k}: index has {theirs[k]!r}, settings say {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
 
 
+class ChunkTable(Sequence[Chunk]):
+    """The chunks of an index as columns. A million `Chunk` objects each holding a copy of its text
+    would not fit the memory target; a chunk is built from the columns and its document's text when
+    asked for (only the few that are returned)."""
+
+    def __init__(self, documents: Sequence[Document], doc_row: np.ndarray, bounds: np.ndarray,
+                 sentence_ranges: np.ndarray, sentences: np.ndarray):
+        self._documents = documents
+        self._doc_row = doc_row
+        self._bounds = bounds
+        self._ranges = sentence_ranges
+        self._sentences = sentences
+        # A document's chunks are consecutive rows: a chunk's number within it (its id's suffix)
+        # is its row minus the document's first row.
+        self._first = np.searchsorted(doc_row, np.arange(len(documents)))
+
+    def __len__(self) -> int:
+        return len(self._doc_row)
+
+    def __getitem__(self, row):  # type: ignore[override]
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        n = len(self)
+        row = int(row)
+        if not -n <= row < n:
+            raise IndexError(f"chunk row {row} out of range for {n} chunks")
+        row %= n
+        doc_row = int(self._doc_row[row])
+        doc = self._documents[doc_row]
+        start, end = (int(x) for x in self._bounds[row])
+        s0, s1 = (int(x) for x in self._ranges[row])
+        spans = tuple(Span(int(a), int(b)) for _, a, b in np.asarray(self._sentences[s0:s1]).tolist())
+        return Chunk(id=f"{doc.id}:{row - int(self._first[doc_row])}", document_id=doc.id, start=start, end=end,
+                     text=doc.text[start:end], sentences=spans)
+
+
 @dataclass
 class Index:
     """An immutable snapshot. Readers hold a reference; writers build a new one and swap it in."""
 
     config: IndexConfig
     documents: list[Document]
-    chunks: list[Chunk]
+    chunk_doc_row: np.ndarray  # int64 (n_chunks,): the document row of each chunk, non-decreasing
+    chunk_bounds: np.ndarray  # int64 (n_chunks, 2): start, end in the document's stored text
     chunk_sentences: np.ndarray  # int64 (n_chunks, 2): [first, last) row in the sentence table
     sentences: np.ndarray  # int64 (n_sentences, 3): document row, start, end
-    sentence_vectors: np.ndarray  # float32 (n_sentences, dim)
-    vectors: object  # faiss.Index over chunk rows
+    sentence_vectors: np.ndarray  # float16 (n_sentences, dim); memory-mapped when loaded
+    vectors: object  # faiss.Index over chunk rows (flat or IVF, see vectors.py)
     bm25: BM25Index
     journal_seq: int = 0  # the last journal change this snapshot contains
 
     def __post_init__(self) -> None:
         self.doc_row = {d.id: i for i, d in enumerate(self.documents)}
-        self.chunk_doc_row = np.array([self.doc_row[c.document_id] for c in self.chunks], dtype=np.int64)
         self.check_consistency()
+        self.chunks = ChunkTable(self.documents, self.chunk_doc_row, self.chunk_bounds, self.chunk_sentences,
+                                 self.sentences)
 
     # -- queries -------------------------------------------------------------------------
     def document(self, doc_id: str) -> Document | None:
@@ -87,13 +127,18 @@ class Index:
         return None if row is None else self.documents[row]
 
     def chunk_vectors(self) -> np.ndarray:
-        n = len(self.chunks)
+        n = len(self.chunk_doc_row)
         if n == 0:
             return np.zeros((0, self.config.dimension), dtype=np.float32)
         return self.vectors.reconstruct_n(0, n)
 
+    def sentence_matrix(self, rows) -> np.ndarray:
+        """float32 vectors of the given sentence rows (stored as float16: half the disk and memory,
+        cosines within 1e-3)."""
+        return np.asarray(self.sentence_vectors[rows], dtype=np.float32)
+
     def check_consistency(self) -> None:
-        n_chunks = len(self.chunks)
+        n_chunks = len(self.chunk_doc_row)
         problems = []
         if self.vectors.ntotal != n_chunks:
             problems.append(f"FAISS holds {self.vectors.ntotal} vectors for {n_chunks} chunks")
@@ -101,8 +146,11 @@ class Index:
             problems.append(f"FAISS dimension {self.vectors.d} != manifest dimension {self.config.dimension}")
         if self.bm25.size != n_chunks:
             problems.append(f"BM25 corpus has {self.bm25.size} entries for {n_chunks} chunks")
-        if self.chunk_sentences.shape != (n_chunks, 2):
-            problems.append(f"sentence ranges cover {self.chunk_sentences.shape[0]} chunks, not {n_chunks}")
+        if self.chunk_bounds.shape != (n_chunks, 2) or self.chunk_sentences.shape != (n_chunks, 2):
+            problems.append(f"chunk columns disagree on the number of chunks ({n_chunks})")
+        if n_chunks and (np.any(np.diff(self.chunk_doc_row) < 0) or self.chunk_doc_row[0] < 0
+                         or self.chunk_doc_row[-1] >= len(self.documents)):
+            problems.append("chunk document rows are out of order or out of range")
         if self.sentence_vectors.shape != (len(self.sentences), self.config.dimension):
             problems.append(f"{self.sentence_vectors.shape[0]} sentence vectors for {len(self.sentences)} sentences")
         if problems:
@@ -122,12 +170,10 @@ class Index:
                 for d in self.documents:
                     f.write(json.dumps({"id": d.id, "source": d.source, "title": d.title, "metadata": d.metadata,
                                         "text": d.text}, ensure_ascii=False) + "\n")
-            with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
-                for c, (s0, s1) in zip(self.chunks, self.chunk_sentences.tolist()):
-                    f.write(json.dumps({"id": c.id, "document_id": c.document_id, "start": c.start, "end": c.end,
-                                        "sentences": [s0, s1]}) + "\n")
-            np.save(tmp / "sentences.npy", self.sentences)
-            np.save(tmp / "sentence_vectors.npy", self.sentence_vectors)
+            table = np.column_stack([self.chunk_doc_row, self.chunk_bounds, self.chunk_sentences]).astype(np.int64)
+            np.save(tmp / "chunks.npy", table.reshape(-1, 5))
+            np.save(tmp / "sentences.npy", np.asarray(self.sentences, dtype=np.int64))
+            np.save(tmp / "sentence_vectors.npy", np.asarray(self.sentence_vectors, dtype=np.float16))
             faiss.write_index(self.vectors, str(tmp / "chunks.faiss"))
             self.bm25.save(tmp / "bm25")
             manifest = {
@@ -135,8 +181,9 @@ class Index:
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "config": asdict(self.config),
                 "journal_seq": self.journal_seq,
-                "counts": {"documents": len(self.documents), "chunks": len(self.chunks),
+                "counts": {"documents": len(self.documents), "chunks": len(self.chunk_doc_row),
                            "sentences": int(len(self.sentences))},
+                "vectors": describe(self.vectors),
                 "versions": _versions(),
                 "files": {p: _file_digest(tmp / p) for p in _snapshot_files(tmp)},
             }
@@ -210,12 +257,12 @@ def current_snapshot(root: Path) -> Path:
     return snap
 
 
-def read_manifest(snap: Path) -> dict:
+def read_manifest(snap: Path, *, readable_formats: tuple[int, ...] = (FORMAT_VERSION,)) -> dict:
     try:
         manifest = json.loads((snap / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(f"{snap / 'manifest.json'} is missing or unreadable: {exc}") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in readable_formats:
         raise IndexMismatchError(f"index format {manifest.get('format_version')} at {snap}; this version reads "
                                  f"format {FORMAT_VERSION}. Rebuild with `rag ingest --rebuild`.")
     return manifest
@@ -223,24 +270,28 @@ def read_manifest(snap: Path) -> dict:
 
 def read_stored_documents(root: Path) -> tuple[list[Document], int]:
     """The current snapshot's documents and journal position alone, checked against the manifest:
-    enough to rebuild an index whose vector or BM25 files are damaged."""
+    enough to rebuild an index whose vector or BM25 files are damaged, or one of an older format
+    (documents.jsonl has not changed since format 2)."""
     snap = current_snapshot(root)
-    manifest = read_manifest(snap)
+    manifest = read_manifest(snap, readable_formats=(2, FORMAT_VERSION))
     meta = manifest["files"].get("documents.jsonl")
     path = snap / "documents.jsonl"
     if meta is None or not path.is_file() or _file_digest(path)["sha256"] != meta["sha256"]:
         raise IndexCorruptError(f"{path} is missing or corrupt too; rebuild from the original files with "
                                 "`rag ingest --rebuild PATH...`")
+    return _read_documents(path), int(manifest.get("journal_seq", 0))
+
+
+def _read_documents(path: Path) -> list[Document]:
     with open(path, encoding="utf-8") as f:
-        docs = [Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"],
+        return [Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"],
                          metadata=r.get("metadata") or {}) for r in map(json.loads, f)]
-    return docs, int(manifest.get("journal_seq", 0))
 
 
-def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True) -> Index:
-    """Load the current snapshot, refusing it with a clear reason if it is corrupt or built otherwise."""
-    import faiss
-
+def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True,
+               policy: VectorIndexPolicy | None = None) -> Index:
+    """Load the current snapshot, refusing it with a clear reason if it is corrupt or built otherwise.
+    Vectors (IVF lists, sentence vectors) are memory-mapped, so they take memory only when read."""
     snap = current_snapshot(root)
     manifest = read_manifest(snap)
     try:
@@ -262,126 +313,133 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
             raise IndexCorruptError(f"index file {path} is truncated or corrupt (checksum mismatch); "
                                     "rebuild with `rag ingest --rebuild`")
     try:
-        documents = []
-        with open(snap / "documents.jsonl", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                documents.append(Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"],
-                                          metadata=r.get("metadata") or {}))
-        doc_text = {d.id: d.text for d in documents}
-        sentences = np.load(snap / "sentences.npy")
-        chunks, ranges = [], []
-        with open(snap / "chunks.jsonl", encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                s0, s1 = r["sentences"]
-                spans = tuple(Span(int(a), int(b)) for _, a, b in sentences[s0:s1].tolist())
-                chunks.append(Chunk(id=r["id"], document_id=r["document_id"], start=r["start"], end=r["end"],
-                                    text=doc_text[r["document_id"]][r["start"]:r["end"]], sentences=spans))
-                ranges.append((s0, s1))
-        vectors = faiss.read_index(str(snap / "chunks.faiss"))
+        documents = _read_documents(snap / "documents.jsonl")
+        table = np.load(snap / "chunks.npy")
+        if table.ndim != 2 or table.shape[1] != 5:
+            raise ValueError(f"chunks.npy has shape {table.shape}, expected (n, 5)")
+        sentences = np.load(snap / "sentences.npy", mmap_mode="r")
+        sentence_vectors = np.load(snap / "sentence_vectors.npy", mmap_mode="r")
+        vectors = read_vector_index(str(snap / "chunks.faiss"))
         bm25 = BM25Index.load(snap / "bm25")
-        sentence_vectors = np.load(snap / "sentence_vectors.npy")
     except IndexCorruptError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure means a broken index
         raise IndexCorruptError(f"index at {snap} cannot be read ({type(exc).__name__}: {exc}); "
                                 "rebuild with `rag ingest --rebuild`") from exc
     counts = manifest["counts"]
-    if (counts["documents"], counts["chunks"], counts["sentences"]) != (len(documents), len(chunks), len(sentences)):
-        raise IndexCorruptError(f"index at {snap} holds {len(documents)} documents, {len(chunks)} chunks and "
+    if (counts["documents"], counts["chunks"], counts["sentences"]) != (len(documents), len(table), len(sentences)):
+        raise IndexCorruptError(f"index at {snap} holds {len(documents)} documents, {len(table)} chunks and "
                                 f"{len(sentences)} sentences but its manifest says {counts}")
-    return Index(config=config, documents=documents, chunks=chunks, journal_seq=int(manifest.get("journal_seq", 0)),
-                 chunk_sentences=np.asarray(ranges, dtype=np.int64).reshape(-1, 2), sentences=sentences,
+    if policy is not None:
+        configure(vectors, policy)
+    return Index(config=config, documents=documents, journal_seq=int(manifest.get("journal_seq", 0)),
+                 chunk_doc_row=np.ascontiguousarray(table[:, 0]), chunk_bounds=np.ascontiguousarray(table[:, 1:3]),
+                 chunk_sentences=np.ascontiguousarray(table[:, 3:5]), sentences=sentences,
                  sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25)
 
 
-def build_index(documents: Sequence[Document], embedder: Embedder, config: IndexConfig, *,
-                previous: Index | None = None, progress: Callable[[int, int], None] | None = None) -> Index:
-    """Chunk and embed `documents` into a new index.
+@dataclass
+class _Plan:
+    """What a new index holds, row by row, before any embedding: reused rows of the previous index
+    (copied) and new texts (embedded)."""
 
-    Documents that `previous` already holds with the same content and settings keep their chunks and
-    vectors (no embedding); everything else is chunked and embedded in large batches.
-    """
-    import faiss
+    chunk_doc_row: list[int]
+    chunk_bounds: list[tuple[int, int]]
+    chunk_sentences: list[tuple[int, int]]
+    sentences: list[tuple[int, int, int]]
+    reused_chunks: list[tuple[int, int, int]]  # (new first row, old first row, count)
+    reused_sentences: list[tuple[int, int, int]]
+    new_chunks: list[tuple[int, str]]  # (row, text) to embed
+    new_sentences: list[tuple[int, str]]
 
-    chunking = ChunkingConfig(config.chunk_size, config.chunk_overlap)
-    reuse = previous if previous is not None and previous.config.same_vectors(config) else None
-    prev_chunk_vectors = reuse.chunk_vectors() if reuse is not None else None
 
-    all_chunks: list[Chunk] = []
-    ranges: list[tuple[int, int]] = []
-    sentence_rows: list[tuple[int, int, int]] = []
-    chunk_vecs: list[np.ndarray | None] = []  # per chunk: reused vector or None (to embed)
-    sent_vecs: list[np.ndarray | None] = []
-    to_embed_chunks: list[tuple[int, str]] = []
-    to_embed_sents: list[tuple[int, str]] = []
+def _doc_ranges(doc_rows: np.ndarray, n_docs: int) -> np.ndarray:
+    """[first, last) row of each document in a column of non-decreasing document rows."""
+    return np.searchsorted(doc_rows, np.arange(n_docs + 1))
 
+
+def _plan(documents: Sequence[Document], chunking: ChunkingConfig, reuse: Index | None) -> _Plan:
+    plan = _Plan([], [], [], [], [], [], [], [])
+    if reuse is not None:
+        old_chunks = _doc_ranges(reuse.chunk_doc_row, len(reuse.documents))
+        old_sents = _doc_ranges(np.asarray(reuse.sentences[:, 0]), len(reuse.documents))
     for row, doc in enumerate(documents):
         old = reuse.document(doc.id) if reuse is not None else None
         if old is not None and old.text == doc.text and old.title == doc.title:
-            old_row = reuse.doc_row[doc.id]
-            old_idx = np.nonzero(reuse.chunk_doc_row == old_row)[0]
-            s_first = len(sentence_rows)
-            old_sent_idx = np.nonzero(reuse.sentences[:, 0] == old_row)[0]
-            base = int(old_sent_idx[0]) if len(old_sent_idx) else 0
-            for i in old_sent_idx:
-                _, a, b = reuse.sentences[i].tolist()
-                sentence_rows.append((row, a, b))
-                sent_vecs.append(reuse.sentence_vectors[i])
-            for i in old_idx:
-                c = reuse.chunks[i]
-                s0, s1 = reuse.chunk_sentences[i].tolist()
-                all_chunks.append(c)
-                ranges.append((s_first + s0 - base, s_first + s1 - base))
-                chunk_vecs.append(prev_chunk_vectors[i])
+            o = reuse.doc_row[doc.id]
+            c0, c1 = int(old_chunks[o]), int(old_chunks[o + 1])
+            s0, s1 = int(old_sents[o]), int(old_sents[o + 1])
+            shift = len(plan.sentences) - s0
+            plan.reused_chunks.append((len(plan.chunk_doc_row), c0, c1 - c0))
+            plan.reused_sentences.append((len(plan.sentences), s0, s1 - s0))
+            plan.sentences.extend((row, int(a), int(b)) for _, a, b in np.asarray(reuse.sentences[s0:s1]).tolist())
+            plan.chunk_doc_row.extend([row] * (c1 - c0))
+            plan.chunk_bounds.extend(map(tuple, reuse.chunk_bounds[c0:c1].tolist()))
+            plan.chunk_sentences.extend((a + shift, b + shift) for a, b in reuse.chunk_sentences[c0:c1].tolist())
             continue
-        sections = split_sentences(doc.text, chunking.size)
         sent_index: dict[tuple[int, int], int] = {}
+        sections = split_sentences(doc.text, chunking.size)
         for section in sections:
             for span in section:
-                sent_index[(span.start, span.end)] = len(sentence_rows)
-                to_embed_sents.append((len(sentence_rows), doc.text[span.start:span.end]))
-                sentence_rows.append((row, span.start, span.end))
-                sent_vecs.append(None)
-        for c in chunk_document(doc, chunking):
+                sent_index[(span.start, span.end)] = len(plan.sentences)
+                plan.new_sentences.append((len(plan.sentences), doc.text[span.start:span.end]))
+                plan.sentences.append((row, span.start, span.end))
+        for c in chunk_document(doc, chunking, sections):
             first = sent_index[(c.sentences[0].start, c.sentences[0].end)]
-            ranges.append((first, first + len(c.sentences)))
-            to_embed_chunks.append((len(all_chunks), c.text))
-            all_chunks.append(c)
-            chunk_vecs.append(None)
+            plan.new_chunks.append((len(plan.chunk_doc_row), c.text))
+            plan.chunk_doc_row.append(row)
+            plan.chunk_bounds.append((c.start, c.end))
+            plan.chunk_sentences.append((first, first + len(c.sentences)))
+    return plan
 
-    total = len(to_embed_chunks) + len(to_embed_sents)
+
+EMBED_BATCH = 1024  # texts per encode call at ingest: large enough that the model's own batching dominates
+
+
+def build_index(documents: Sequence[Document], embedder: Embedder, config: IndexConfig, *,
+                previous: Index | None = None, progress: Callable[[int, int], None] | None = None,
+                policy: VectorIndexPolicy = VectorIndexPolicy()) -> Index:
+    """Chunk and embed `documents` into a new index.
+
+    Documents that `previous` already holds with the same content and settings keep their chunks and
+    vectors (no embedding); everything else is chunked and embedded in large batches, chunk texts
+    first, then sentences.
+    """
+    chunking = ChunkingConfig(config.chunk_size, config.chunk_overlap)
+    reuse = previous if previous is not None and previous.config.same_vectors(config) else None
+    plan = _plan(documents, chunking, reuse)
+
+    dim = config.dimension
+    chunk_matrix = np.zeros((len(plan.chunk_doc_row), dim), dtype=np.float32)
+    sent_matrix = np.zeros((len(plan.sentences), dim), dtype=np.float16)
+    if plan.reused_chunks:
+        old_vectors = reuse.chunk_vectors()
+        for new, old, count in plan.reused_chunks:
+            chunk_matrix[new:new + count] = old_vectors[old:old + count]
+        del old_vectors
+        for new, old, count in plan.reused_sentences:
+            sent_matrix[new:new + count] = reuse.sentence_vectors[old:old + count]
+
+    total = len(plan.new_chunks) + len(plan.new_sentences)
     done = 0
-    batch = 1024
-
-    def embed_into(items: list[tuple[int, str]], target: list) -> None:
-        nonlocal done
-        for k in range(0, len(items), batch):
-            part = items[k:k + batch]
-            vecs = embedder.encode([t for _, t in part])
-            for (i, _), v in zip(part, vecs):
-                target[i] = v
+    if progress:
+        progress(0, total)
+    for items, target in ((plan.new_chunks, chunk_matrix), (plan.new_sentences, sent_matrix)):
+        for k in range(0, len(items), EMBED_BATCH):
+            part = items[k:k + EMBED_BATCH]
+            target[[i for i, _ in part]] = embedder.encode([t for _, t in part])
             done += len(part)
             if progress:
                 progress(done, total)
 
-    if progress:
-        progress(0, total)
-    embed_into(to_embed_chunks, chunk_vecs)
-    embed_into(to_embed_sents, sent_vecs)
-
-    dim = config.dimension
-    chunk_matrix = np.vstack(chunk_vecs).astype(np.float32) if chunk_vecs else np.zeros((0, dim), np.float32)
-    sent_matrix = np.vstack(sent_vecs).astype(np.float32) if sent_vecs else np.zeros((0, dim), np.float32)
-    vectors = faiss.IndexFlatIP(dim)
-    if len(chunk_matrix):
-        vectors.add(chunk_matrix)
     titles = {d.id: d.title for d in documents}
-    bm25 = BM25Index.build([c.text for c in all_chunks],
-                           [titles[c.document_id] for c in all_chunks] if config.index_titles else None)
-    return Index(config=config, documents=list(documents), chunks=all_chunks,
-                 chunk_sentences=np.asarray(ranges, dtype=np.int64).reshape(-1, 2),
-                 sentences=np.asarray(sentence_rows, dtype=np.int64).reshape(-1, 3),
+    doc_ids = [d.id for d in documents]
+    bm25 = BM25Index.build([documents[r].text[a:b] for r, (a, b) in zip(plan.chunk_doc_row, plan.chunk_bounds)],
+                           [titles[doc_ids[r]] for r in plan.chunk_doc_row] if config.index_titles else None)
+    vectors = build_vector_index(chunk_matrix, policy, reuse.vectors if reuse is not None else None)
+    return Index(config=config, documents=list(documents),
+                 chunk_doc_row=np.asarray(plan.chunk_doc_row, dtype=np.int64),
+                 chunk_bounds=np.asarray(plan.chunk_bounds, dtype=np.int64).reshape(-1, 2),
+                 chunk_sentences=np.asarray(plan.chunk_sentences, dtype=np.int64).reshape(-1, 2),
+                 sentences=np.asarray(plan.sentences, dtype=np.int64).reshape(-1, 3),
                  sentence_vectors=sent_matrix, vectors=vectors, bm25=bm25)
-

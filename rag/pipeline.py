@@ -14,7 +14,7 @@ from .config import RetrievalMode, Settings
 from .conversation import Turn, is_follow_up, standalone_query
 from .documents import Document, SkippedFile, display_source, load_paths, same_document
 from .embedding import Embedder, SentenceTransformerEmbedder, batch_threads
-from .errors import (DocumentNotFoundError, GeneratorError, IndexCorruptError, IndexNotFoundError,
+from .errors import (DocumentNotFoundError, GeneratorError, IndexCorruptError, IndexMismatchError, IndexNotFoundError,
                      InputTooLargeError, InvalidInputError,
                      NotReadyError, UnknownGeneratorError)
 from .generation import Answer, Generator
@@ -173,7 +173,7 @@ class Pipeline:
         config = self.index_config
         with self._exclusive():
             try:
-                index = load_index(self.settings.index_dir, config)
+                index = load_index(self.settings.index_dir, config, policy=self.settings.vector_policy)
             except IndexNotFoundError:
                 if not build_from_seeds:
                     raise
@@ -193,7 +193,7 @@ class Pipeline:
         if self._index is not None and not fresh:
             return self._index
         try:
-            index = load_index(self.settings.index_dir)
+            index = load_index(self.settings.index_dir, policy=self.settings.vector_policy)
         except IndexNotFoundError:
             return None
         changes = self.journal.read(after=index.journal_seq)
@@ -207,7 +207,8 @@ class Pipeline:
                 docs[c.document.id] = c.document
             else:
                 docs.pop(c.document_id, None)
-        new = build_index(list(docs.values()), self.embedder, config or self.index_config, previous=index)
+        new = build_index(list(docs.values()), self.embedder, config or self.index_config, previous=index,
+                          policy=self.settings.vector_policy)
         new.journal_seq = changes[-1].seq
         return new
 
@@ -282,12 +283,12 @@ class Pipeline:
             try:
                 previous = self._stored()
                 stored_docs = previous.documents if previous is not None else []
-            except IndexCorruptError as exc:
+            except (IndexCorruptError, IndexMismatchError) as exc:  # damaged, or an older format
                 if not rebuild:
                     raise
                 previous = None
                 stored_docs = self._salvage_documents()
-                report.rebuilt = f"the stored index was damaged ({exc}); rebuilt from its stored documents"
+                report.rebuilt = f"the stored index could not be used ({exc}); rebuilt from its stored documents"
             if previous is not None and previous.config != config:
                 report.rebuilt = "; ".join(config.differences(previous.config))
             merged: dict[str, Document] = {} if replace_all else {d.id: d for d in stored_docs}
@@ -306,7 +307,8 @@ class Pipeline:
                 merged[doc.id] = doc
             reuse = None if rebuild else previous
             with batch_threads():
-                index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress)
+                index = build_index(list(merged.values()), self.embedder, config, previous=reuse, progress=progress,
+                                    policy=self.settings.vector_policy)
             index.journal_seq = max(previous.journal_seq if previous else 0, self.journal.last_seq())
             index.save(self.settings.index_dir)
             self.journal.clear()

@@ -10,6 +10,7 @@ from .config import FusionMethod, RetrievalMode
 from .embedding import Embedder
 from .errors import InvalidInputError
 from .index import Index
+from .vectors import search as vector_search
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,9 @@ class Retriever:
         return passages
 
     def _dense(self, index: Index, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:
-        import faiss
-
-        q = self.embedder.encode_query(query).reshape(1, -1)
-        params = None
-        if mask is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.nonzero(mask)[0].astype(np.int64)))
-        scores, rows = index.vectors.search(q, k, params=params)
-        return {int(r): float(s) for r, s in zip(rows[0], scores[0]) if r >= 0}
+        q = self.embedder.encode_query(query)
+        scores, rows = vector_search(index.vectors, q, k, mask)
+        return {int(r): float(s) for r, s in zip(rows, scores) if r >= 0}
 
     def _fuse(self, index: Index, query: str, dense: dict[int, float], lexical_all: np.ndarray,
               k: int) -> list[tuple[int, float]]:
@@ -174,9 +170,10 @@ def best_sentence_cosine(index: Index, rows: np.ndarray, q: np.ndarray) -> np.nd
     ranges = index.chunk_sentences[rows]
     lengths = ranges[:, 1] - ranges[:, 0]
     if len(rows) == 0 or lengths.min() <= 0:
-        return np.array([float((index.sentence_vectors[s0:s1] @ q).max(initial=-1.0)) for s0, s1 in ranges.tolist()])
+        return np.array([float((index.sentence_matrix(slice(s0, s1)) @ q).max(initial=-1.0))
+                         for s0, s1 in ranges.tolist()])
     sentence_rows = np.concatenate([np.arange(s0, s1) for s0, s1 in ranges.tolist()])
-    cos = index.sentence_vectors[sentence_rows] @ q
+    cos = index.sentence_matrix(sentence_rows) @ q
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     return np.maximum.reduceat(cos, starts).astype(np.float64)
 

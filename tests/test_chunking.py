@@ -135,3 +135,26 @@ def test_chunking_config_validates():
         ChunkingConfig(99, 1)
     with pytest.raises(ValueError, match="-1"):
         ChunkingConfig(1000, -1)
+
+
+@pytest.mark.parametrize("line", [
+    "Hello world. This is a test! Is it? Yes.",
+    "Привет мир. Это тест — ça va? 😀 Emoji here. Done.",
+    "e\u0301 combining accents. ß… ok. 日本語の文です。次の文です。",
+    "No end punctuation at all",
+    "x",
+])
+def test_sentence_offsets_match_blingfires_own_mapping(line):
+    import blingfire
+
+    from rag.chunking import sentence_offsets
+
+    _, expected = blingfire.text_to_sentences_and_offsets(line)
+    assert sentence_offsets(line) == [tuple(x) for x in expected]
+    assert sentence_offsets("") == []
+
+
+def test_chunks_given_their_sections_equal_chunks_split_afresh(seed_document):
+    config = ChunkingConfig()
+    sections = split_sentences(seed_document.text, config.size)
+    assert chunk_document(seed_document, config, sections) == chunk_document(seed_document, config)

@@ -77,6 +77,38 @@ def test_save_then_load_round_trips(seed_pipeline, tmp_path):
     assert manifest["counts"] == {"documents": 1, "chunks": len(index.chunks), "sentences": len(index.sentences)}
 
 
+def test_chunk_table_gives_the_chunks_the_chunker_made(seed_pipeline, seed_doc):
+    from rag.chunking import ChunkingConfig, chunk_document
+
+    index = seed_pipeline.index
+    expected = chunk_document(seed_doc, ChunkingConfig(index.config.chunk_size, index.config.chunk_overlap))
+    assert list(index.chunks) == expected
+    assert index.chunks[-1] == expected[-1] and index.chunks[1:3] == expected[1:3]
+    with pytest.raises(IndexError):
+        index.chunks[len(expected)]
+
+
+def test_sentence_vectors_are_stored_as_float16_within_1e3_of_the_model(seed_pipeline, embedder):
+    index = seed_pipeline.index
+    assert index.sentence_vectors.dtype == np.float16
+    rows = [0, len(index.sentences) // 2, len(index.sentences) - 1]
+    texts = [index.documents[d].text[a:b] for d, a, b in index.sentences[rows].tolist()]
+    np.testing.assert_allclose(index.sentence_matrix(rows), embedder.encode(texts), atol=1e-3)
+
+
+def test_an_older_index_format_is_refused_then_rebuilt_from_its_documents(copied_seed_index, tmp_pipeline):
+    manifest_path = _snapshot(copied_seed_index) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 2
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexMismatchError, match="rag ingest --rebuild"):
+        tmp_pipeline(copied_seed_index).load()
+    pipeline = tmp_pipeline(copied_seed_index)
+    report = pipeline.ingest_documents([], rebuild=True)
+    assert report.rebuilt and "format 2" in report.rebuilt and report.documents == 1
+    assert "Peskov" in pipeline.search("What did Peskov say?", 1)[0].text
+
+
 def test_missing_index_is_reported(tmp_path):
     with pytest.raises(IndexNotFoundError, match="rag ingest"):
         load_index(tmp_path / "nothing-here")
@@ -136,7 +168,7 @@ def test_corrupt_manifest_and_dangling_pointer_are_refused(copied_seed_index, se
 
 
 def test_pipeline_refuses_a_corrupt_index_instead_of_rebuilding_silently(copied_seed_index, tmp_pipeline):
-    path = _snapshot(copied_seed_index) / "chunks.jsonl"
+    path = _snapshot(copied_seed_index) / "chunks.npy"
     path.write_bytes(path.read_bytes()[:100])
     pipeline = tmp_pipeline(copied_seed_index)
     with pytest.raises(IndexCorruptError):

@@ -1,6 +1,7 @@
 """Retrieval over the seed index: dense, lexical and hybrid modes, passages, top_k, filters, fusion."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rag.documents import make_document
@@ -113,3 +114,14 @@ def test_rrf_fusion_setting(make_seed_pipeline, seed_pipeline):
     best = sorted(expected.items(), key=lambda kv: -kv[1])[:3]
     assert [p.score for p in passages] == pytest.approx([s for _, s in best])
     assert passages[0].chunk_id == best[0][0]
+
+
+@pytest.mark.parametrize("query", ["What did Peskov say?", "Peskov Peskov Kremlin", "zzzunknownword Lavrov", "the"])
+def test_bm25_scores_equal_bm25s_own_scoring(seed_pipeline, query):
+    from rag.lexical import tokenize
+
+    bm25 = seed_pipeline.index.bm25
+    tokens = tokenize([query])[0]
+    ids = bm25._model.get_tokens_ids(tokens)
+    expected = bm25._model.get_scores(ids) if ids else np.zeros(bm25.size)
+    np.testing.assert_allclose(bm25.scores(query), expected, rtol=1e-6)

@@ -63,7 +63,7 @@ class ExtractiveGenerator:
         if not rows:
             return []
         q = self.embedder.encode_query(question)
-        dense = index.sentence_vectors[rows] @ q
+        dense = index.sentence_matrix(rows) @ q
         spans = index.sentences[rows]
         q_terms = set(tokenize([question])[0])
         idf = index.bm25.idf(q_terms)

@@ -1,0 +1,418 @@
+"""`rag bench-scale`: the index at a million chunks on a laptop CPU.
+
+How the corpus is made (embedding a million real chunks would take this CPU about a day):
+
+- A pool of real text: every sentence of the SQuAD dev contexts (split as the index splits them),
+  embedded once with the configured model. Questions are SQuAD dev questions, embedded for real
+  with the configured model at query time by the server.
+- Synthetic documents drawn with a fixed seed: each is 6-12 paragraphs, each paragraph a run of 2-6
+  consecutive pool sentences from a random SQuAD paragraph, under a random SQuAD article title.
+  Documents are added until the corpus has about `--chunks` chunks.
+- `PoolEmbedder` stands in for the model at ingest only: a sentence gets its pool vector, a chunk
+  the normalised mean of its sentences' vectors (a piece not in the pool is embedded for real).
+  Everything else is the real write path: chunking, BM25, the FAISS index type chosen by size,
+  checksummed snapshots.
+
+Then it measures, in this order:
+1. Build: wall time, peak RSS of the building process, the snapshot's size on disk.
+2. `rag serve` as a subprocess with default settings: cold start to ready, RSS at ready and at peak
+   (VmHWM) after the HTTP phase, /search and /ask latency at 1 client over loopback.
+3. In-process (a fresh load): the dense part (FAISS search alone), BM25 alone and whole hybrid search
+   (without the query embedding, cached first) per question; dense recall@10 of the served index
+   against exact search over the same vectors, for a few nprobe values with their latency; exact
+   flat search latency on the same vectors for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .bench import DEFAULT_SQUAD, BenchError, ServerProcess, _dir_bytes, _proc_status_kib, _summary_ms, load_phase, \
+    machine_info, versions
+
+SEED = 0
+
+
+@dataclass
+class ScaleOptions:
+    chunks: int = 1_000_000
+    squad: Path = DEFAULT_SQUAD
+    work: Path = Path("scale-work")
+    queries: int = 200
+    nprobes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    reuse: bool = False  # measure an index already built in `work` (same --chunks)
+    out: Path | None = None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chunks", type=int, default=1_000_000, help="corpus size in chunks (default 1,000,000)")
+    p.add_argument("--squad", type=Path, default=DEFAULT_SQUAD, help="SQuAD JSON (.gz fine): the sentence pool")
+    p.add_argument("--work", type=Path, default=Path("scale-work"),
+                   help="where the index is built (needs ~8 GB at 1M chunks; default ./scale-work)")
+    p.add_argument("--queries", type=int, default=200, help="questions per measurement (default 200)")
+    p.add_argument("--nprobes", default="8,16,32,64,128", help="IVF nprobe values for the recall sweep")
+    p.add_argument("--reuse", action="store_true", help="measure the index already built in --work")
+    p.add_argument("--out", type=Path, help="write scale.json and scale.md here")
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = ScaleOptions(chunks=args.chunks, squad=args.squad, work=args.work, queries=args.queries,
+                        nprobes=tuple(int(x) for x in args.nprobes.split(",") if x.strip()), reuse=args.reuse,
+                        out=args.out)
+    try:
+        result = run_scale(opts)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["markdown"])
+    return 0
+
+
+# -- the corpus -----------------------------------------------------------------------------
+@dataclass
+class Pool:
+    sentences: list[str]
+    paragraphs: list[tuple[str, list[int]]]  # (article title, sentence ids in order)
+    questions: list[str]
+
+
+def load_pool(squad: Path) -> Pool:
+    from rag.chunking import split_sentences
+
+    from .datasets import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(squad)
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from exc
+    ids: dict[str, int] = {}
+    paragraphs = []
+    for doc in dataset.corpus:
+        spans = [s for section in split_sentences(doc.text) for s in section]
+        paragraphs.append((doc.title, [ids.setdefault(doc.text[s.start:s.end], len(ids)) for s in spans]))
+    questions = list(dict.fromkeys(i.question for i in dataset.items))
+    random.Random(SEED).shuffle(questions)
+    return Pool(sentences=list(ids), paragraphs=paragraphs, questions=questions)
+
+
+def synthetic_document(pool: Pool, rng: random.Random, number: int):
+    from rag.documents import Document
+
+    title = pool.paragraphs[rng.randrange(len(pool.paragraphs))][0]
+    paragraphs = []
+    for _ in range(rng.randint(6, 12)):
+        _, sent_ids = pool.paragraphs[rng.randrange(len(pool.paragraphs))]
+        length = min(len(sent_ids), rng.randint(2, 6))
+        first = rng.randrange(len(sent_ids) - length + 1)
+        paragraphs.append(" ".join(pool.sentences[i] for i in sent_ids[first:first + length]))
+    doc_id = f"synthetic-{number:07d}"
+    return Document(id=doc_id, source=f"synthetic/{doc_id}.txt", title=title, text="\n\n".join(paragraphs),
+                    metadata={"synthetic": True})
+
+
+def synthetic_corpus(pool: Pool, chunks: int, chunk_size: int, overlap: int) -> list:
+    """Documents until about `chunks` chunks: chunks per character is measured on 100 documents
+    drawn apart, then documents are drawn until the corpus holds enough characters."""
+    from rag.chunking import ChunkingConfig, chunk_document
+
+    probe_rng = random.Random(SEED + 1)
+    probe = [synthetic_document(pool, probe_rng, i) for i in range(100)]
+    config = ChunkingConfig(chunk_size, overlap)
+    per_char = sum(len(chunk_document(d, config)) for d in probe) / sum(len(d.text) for d in probe)
+    rng = random.Random(SEED)
+    docs, chars = [], 0
+    while chars * per_char < chunks:
+        docs.append(synthetic_document(pool, rng, len(docs)))
+        chars += len(docs[-1].text)
+    return docs
+
+
+class PoolEmbedder:
+    """The `Embedder` protocol from pool vectors (see the module docstring); used at ingest only."""
+
+    def __init__(self, real, pool_texts: Sequence[str], pool_vectors: np.ndarray):
+        self.real = real
+        self.name = real.name
+        self._row = {t: i for i, t in enumerate(pool_texts)}
+        self._vectors = pool_vectors
+        self._real_cache: dict[str, np.ndarray] = {}  # pieces not in the pool, embedded for real once
+        self.embedded_for_real = 0
+        self.seconds = 0.0  # time spent in encode: the stand-in's own cost, not the index's
+
+    @property
+    def dimension(self) -> int:
+        return self.real.dimension
+
+    @property
+    def precision(self) -> str:
+        return self.real.precision
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        from rag.chunking import split_sentences
+
+        started = time.perf_counter()
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        unknown: dict[str, list[tuple[int, int]]] = {}  # text -> (output row, share index)
+        shares: list[list[np.ndarray]] = [[] for _ in texts]
+        for i, text in enumerate(texts):
+            row = self._row.get(text)
+            if row is not None:
+                out[i] = self._vectors[row]
+                continue
+            for section in split_sentences(text):
+                for s in section:
+                    piece = text[s.start:s.end]
+                    row = self._row.get(piece)
+                    if row is None and piece in self._real_cache:
+                        shares[i].append(self._real_cache[piece])
+                    elif row is None:
+                        unknown.setdefault(piece, []).append((i, len(shares[i])))
+                        shares[i].append(None)
+                    else:
+                        shares[i].append(self._vectors[row])
+        if unknown:
+            pieces = list(unknown)
+            self.embedded_for_real += len(pieces)
+            for piece, vec in zip(pieces, self.real.encode(pieces)):
+                self._real_cache[piece] = vec
+                for i, k in unknown[piece]:
+                    shares[i][k] = vec
+        for i, parts in enumerate(shares):
+            if parts:
+                v = np.mean(parts, axis=0)
+                out[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+        self.seconds += time.perf_counter() - started
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.real.encode_query(text)
+
+
+def pool_vectors(real, pool: Pool, cache: Path, say: Callable[[str], None]) -> np.ndarray:
+    """The pool's vectors, embedded once and cached beside the work directory's index."""
+    import hashlib
+
+    key = hashlib.sha256("\n".join(pool.sentences).encode() + real.name.encode()).hexdigest()[:16]
+    path = cache / f"pool-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    say(f"embedding the pool: {len(pool.sentences)} sentences")
+    from rag.embedding import batch_threads
+
+    t0 = time.perf_counter()
+    with batch_threads():
+        vectors = real.encode(pool.sentences)
+    say(f"pool embedded in {time.perf_counter() - t0:.1f} s")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+# -- measurements ---------------------------------------------------------------------------
+def build(opts: ScaleOptions, settings, real, pool: Pool, say: Callable[[str], None]) -> dict:
+    from rag.pipeline import Pipeline
+
+    t0 = time.perf_counter()
+    docs = synthetic_corpus(pool, opts.chunks, settings.chunk_size, settings.chunk_overlap)
+    generate_s = time.perf_counter() - t0
+    say(f"{len(docs)} synthetic documents ({sum(len(d.text) for d in docs) / 1e6:.0f} M characters) "
+        f"in {generate_s:.1f} s")
+    embedder = PoolEmbedder(real, pool.sentences, pool_vectors(real, pool, opts.work / "cache", say))
+    pipeline = Pipeline(settings, embedder=embedder)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] > 30 or done == total:
+            last[0] = time.perf_counter()
+            say(f"  vectors {done}/{total}")
+
+    t0 = time.perf_counter()
+    report = pipeline.ingest_documents(docs, replace_all=True, progress=progress)
+    build_s = time.perf_counter() - t0
+    index = pipeline.index
+    from rag.vectors import describe
+
+    return {"documents": report.documents, "chunks": report.chunks, "sentences": int(len(index.sentences)),
+            "characters": sum(len(d.text) for d in docs), "generate_s": round(generate_s, 1),
+            "build_s": round(build_s, 1), "stand_in_embedder_s": round(embedder.seconds, 1),
+            "build_without_embedding_s": round(build_s - embedder.seconds, 1),
+            "pieces_embedded_for_real": embedder.embedded_for_real,
+            "build_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "vector_index": describe(index.vectors)}
+
+
+def serve(settings, data_dir: Path, questions: list[str], say: Callable[[str], None]) -> dict:
+    server = ServerProcess(settings, data_dir, data_dir.parent / "server.log", startup_timeout_s=900)
+    try:
+        server.start()
+        say(f"server ready in {server.readyz_s:.1f} s, RSS {server.rss_ready_kib / 1024:.0f} MiB")
+        half = len(questions) // 2
+        phases = [load_phase(server.base_url, "/search", questions[:half], 1, 300, 5),
+                  load_phase(server.base_url, "/ask", questions[half:], 1, 300, 5)]
+        for p in phases:
+            say(f"{p['endpoint']} x1: {p['ok']} ok, {p['errors']} errors, p50 {p['latency_ms']['p50']} ms")
+        peak = server.peak_rss_kib()
+        return {"cold_start_readyz_s": round(server.readyz_s, 2),
+                "rss_at_ready_mib": round(server.rss_ready_kib / 1024, 1) if server.rss_ready_kib else None,
+                "peak_rss_mib": round(peak / 1024, 1) if peak else None, "http": phases}
+    finally:
+        server.stop()
+
+
+def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Callable[[str], None]) -> dict:
+    import faiss
+
+    from rag.pipeline import Pipeline
+    from rag.vectors import as_ivf, search
+
+    pipeline = Pipeline(settings)
+    t0 = time.perf_counter()
+    index = pipeline.load(build_from_seeds=False)
+    load_s = time.perf_counter() - t0
+    retriever = pipeline.retriever
+    embed, dense, lexical, hybrid = [], [], [], []
+    query_vectors = []
+    for q in questions:
+        t0 = time.perf_counter()
+        v = pipeline.embedder.encode_query(q)  # fills the cache: the timings below exclude embedding
+        embed.append(time.perf_counter() - t0)
+        query_vectors.append(v)
+        t0 = time.perf_counter()
+        search(index.vectors, v, 100)
+        dense.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        index.bm25.scores(q)
+        lexical.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        retriever.search(index, q, 5)
+        hybrid.append(time.perf_counter() - t0)
+    out = {"load_s": round(load_s, 1), "query_embedding_ms": _summary_ms(embed), "dense_ms": _summary_ms(dense),
+           "bm25_ms": _summary_ms(lexical), "hybrid_search_ms": _summary_ms(hybrid)}
+    say(f"in-process: dense p50 {out['dense_ms']['p50']} ms, BM25 p50 {out['bm25_ms']['p50']} ms, "
+        f"hybrid p50 {out['hybrid_search_ms']['p50']} ms (+ embedding p50 {out['query_embedding_ms']['p50']} ms)")
+
+    # Exact neighbours: a flat index over the very vectors the served index holds (copied out in
+    # blocks; this process's memory is not the one measured above).
+    n = index.vectors.ntotal
+    flat = faiss.IndexFlatIP(index.vectors.d)
+    for a in range(0, n, 100_000):
+        flat.add(index.vectors.reconstruct_n(a, min(100_000, n - a)))
+    Q = np.vstack(query_vectors).astype(np.float32)
+    _, exact = flat.search(Q, 10)
+    times = []
+    for v in Q[:20]:
+        t0 = time.perf_counter()
+        flat.search(v[None, :], 10)
+        times.append(time.perf_counter() - t0)
+    out["exact_search_ms"] = _summary_ms(times)
+    del flat
+    truth = [set(row) for row in exact.tolist()]
+
+    def recall(rows: np.ndarray) -> float:
+        return float(np.mean([len(truth[i] & set(r.tolist())) / 10 for i, r in enumerate(rows)]))
+
+    ivf = as_ivf(index.vectors)
+    sweep = []
+    settings_nprobe = ivf.nprobe if ivf is not None else None
+    for nprobe in (nprobes if ivf is not None else [None]):
+        if ivf is not None:
+            ivf.nprobe = min(nprobe, ivf.nlist)
+        times, rows = [], []
+        for v in Q:
+            t0 = time.perf_counter()
+            _, r = index.vectors.search(v[None, :], 10)
+            times.append(time.perf_counter() - t0)
+            rows.append(r[0])
+        sweep.append({"nprobe": nprobe, "recall_at_10": round(recall(np.array(rows)), 4),
+                      "search_ms": _summary_ms(times), "default": nprobe == settings_nprobe})
+        say(f"nprobe {nprobe}: recall@10 {sweep[-1]['recall_at_10']}, p50 {sweep[-1]['search_ms']['p50']} ms")
+    if ivf is not None:
+        ivf.nprobe = settings_nprobe
+    out["recall_sweep"] = sweep
+    out["dense_recall_at_10"] = next((s["recall_at_10"] for s in sweep if s["default"]), sweep[0]["recall_at_10"])
+    out["threads"] = faiss.omp_get_max_threads()
+    return out
+
+
+def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | None = None) -> dict:
+    from rag.config import Settings
+    from rag.embedding import SentenceTransformerEmbedder
+
+    say = say or (lambda msg: print(f"[scale] {msg}", file=sys.stderr, flush=True))
+    base = settings or Settings()
+    data_dir = opts.work / "data"
+    settings = base.model_copy(update={"data_dir": data_dir})
+    result: dict = {"benchmark": "rag bench-scale", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "machine": machine_info(), "versions": versions(), "target_chunks": opts.chunks}
+    pool = load_pool(opts.squad)
+    questions = pool.questions[:2 * opts.queries]
+    if len(questions) < 2 * opts.queries:
+        raise BenchError(f"{opts.squad} has {len(pool.questions)} questions; {2 * opts.queries} are needed")
+    result["pool"] = {"sentences": len(pool.sentences), "paragraphs": len(pool.paragraphs), "source": str(opts.squad)}
+    built = (data_dir / "index" / "CURRENT").exists()
+    if opts.reuse and not built:
+        raise BenchError(f"--reuse: no index in {data_dir}")
+    if not opts.reuse:
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        data_dir.mkdir(parents=True)
+        models = base.data_dir / "models"  # the exported ONNX model, shared with the server
+        models.mkdir(parents=True, exist_ok=True)
+        (data_dir / "models").symlink_to(models.resolve(), target_is_directory=True)
+        real = SentenceTransformerEmbedder(settings.embed_model, backend=settings.embed_backend,
+                                           batch_size=settings.embed_batch_size, threads=settings.embed_threads,
+                                           cache_dir=models)
+        result["build"] = build(opts, settings, real, pool, say)
+        say(f"built: {result['build']}")
+    result["index_bytes"] = _dir_bytes(data_dir / "index")
+    result["index_files"] = {p.name: p.stat().st_size for p in sorted((data_dir / "index").glob("snap-*/*"))
+                             if p.is_file()}
+    result["server"] = serve(settings, data_dir, questions[:opts.queries], say)
+    result["in_process"] = in_process(settings, questions[opts.queries:], opts.nprobes, say)
+    result["markdown"] = markdown(result)
+    if opts.out:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
+        (opts.out / "scale.md").write_text(result["markdown"] + "\n")
+    return result
+
+
+def markdown(r: dict) -> str:
+    b = r.get("build", {})
+    s, p = r["server"], r["in_process"]
+    http = {h["endpoint"]: h["latency_ms"] for h in s["http"]}
+    rows = [
+        ("chunks / sentences / documents", f"{b.get('chunks', '?')} / {b.get('sentences', '?')} / {b.get('documents', '?')}"),
+        ("vector index", json.dumps(b.get("vector_index", {}))),
+        ("build without embedding (chunking, BM25, FAISS, snapshot)",
+         f"{b.get('build_without_embedding_s', '?')} s (+ {b.get('stand_in_embedder_s', '?')} s in the pool "
+         f"stand-in), peak RSS {b.get('build_peak_rss_mib', '?')} MiB"),
+        ("index on disk", f"{r['index_bytes'] / 2**30:.2f} GiB"),
+        ("`rag serve` cold start to ready", f"{s['cold_start_readyz_s']} s"),
+        ("serving RSS at ready / peak", f"{s['rss_at_ready_mib']} / {s['peak_rss_mib']} MiB"),
+        ("HTTP /search p50 / p95 (1 client)", f"{http['/search']['p50']} / {http['/search']['p95']} ms"),
+        ("HTTP /ask p50 / p95 (1 client)", f"{http['/ask']['p50']} / {http['/ask']['p95']} ms"),
+        ("query embedding p50", f"{p['query_embedding_ms']['p50']} ms"),
+        ("dense (FAISS) p50 / p95", f"{p['dense_ms']['p50']} / {p['dense_ms']['p95']} ms"),
+        ("BM25 p50 / p95", f"{p['bm25_ms']['p50']} / {p['bm25_ms']['p95']} ms"),
+        ("hybrid search p50 / p95 (no embedding)", f"{p['hybrid_search_ms']['p50']} / {p['hybrid_search_ms']['p95']} ms"),
+        ("dense recall@10 vs exact", f"{p['dense_recall_at_10']}"),
+        ("exact (flat) search p50, same vectors", f"{p['exact_search_ms']['p50']} ms"),
+    ]
+    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "| nprobe | recall@10 | search p50 ms | p95 ms |", "|---|---|---|---|"]
+    for row in p["recall_sweep"]:
+        mark = " (default)" if row["default"] else ""
+        lines.append(f"| {row['nprobe']}{mark} | {row['recall_at_10']} | {row['search_ms']['p50']} | "
+                     f"{row['search_ms']['p95']} |")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""`rag bench-scale` end to end at a tiny size (a 30-paragraph SQuAD pool, ~1,200 chunks, IVF forced):
+every measurement is there and consistent. No timing thresholds: those are the benchmark's numbers."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+
+from eval.scale import PoolEmbedder, load_pool, synthetic_corpus
+from rag.cli import main
+
+from support import REPO
+
+SQUAD = REPO.parent / "shared" / "data" / "squad-v1.1-dev.json.gz"
+
+
+def _tiny_squad(path, paragraphs: int = 30):
+    data = json.loads(gzip.open(SQUAD).read())
+    article = data["data"][0]
+    small = {"version": "1.1", "data": [{"title": article["title"], "paragraphs": article["paragraphs"][:paragraphs]}]}
+    path.write_text(json.dumps(small))
+    return path
+
+
+def test_pool_embedder_gives_pool_vectors_and_normalised_means(tmp_path, embedder):
+    pool = load_pool(_tiny_squad(tmp_path / "squad.json", 5))
+    vectors = embedder.encode(pool.sentences)
+    stand_in = PoolEmbedder(embedder, pool.sentences, vectors)
+    np.testing.assert_array_equal(stand_in.encode(pool.sentences[:3]), vectors[:3])
+    two = pool.sentences[0] + " " + pool.sentences[1]
+    mean = vectors[0] + vectors[1]
+    np.testing.assert_allclose(stand_in.encode([two])[0], mean / np.linalg.norm(mean), atol=1e-6)
+    assert stand_in.embedded_for_real == 0
+    np.testing.assert_allclose(stand_in.encode(["A sentence from nowhere."])[0],
+                               embedder.encode(["A sentence from nowhere."])[0], atol=1e-6)
+    assert stand_in.embedded_for_real == 1
+    docs = synthetic_corpus(pool, 200, 1000, 1)
+    assert docs == synthetic_corpus(pool, 200, 1000, 1), "the corpus is drawn with a fixed seed"
+
+
+def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder, monkeypatch, capsys):
+    monkeypatch.setenv("RAG_VECTOR_INDEX", "ivf")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "models").symlink_to(embedder.cache_dir, target_is_directory=True)
+    out = tmp_path / "out"
+    code = main(["--data-dir", str(data_dir), "bench-scale", "--chunks", "1200", "--squad",
+                 str(_tiny_squad(tmp_path / "squad.json")), "--work", str(tmp_path / "work"), "--queries", "10",
+                 "--nprobes", "2,8", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert (out / "scale.md").read_text().strip() == printed.strip()
+    r = json.loads((out / "scale.json").read_text())
+
+    b = r["build"]
+    assert 1000 <= b["chunks"] <= 1400 and b["sentences"] > b["chunks"]
+    assert b["vector_index"]["type"] == "ivf-flat" and b["vector_index"]["vectors"] == b["chunks"]
+    assert 0 < b["build_without_embedding_s"] < b["build_s"] and b["build_peak_rss_mib"] > 0
+    assert r["index_bytes"] > 0 and "chunks.faiss" in r["index_files"]
+
+    s = r["server"]
+    assert s["cold_start_readyz_s"] > 0 and 0 < s["rss_at_ready_mib"] <= s["peak_rss_mib"]
+    for phase in s["http"]:
+        assert phase["ok"] == phase["sent"] == 5 and phase["errors"] == 0
+
+    p = r["in_process"]
+    for key in ("query_embedding_ms", "dense_ms", "bm25_ms", "hybrid_search_ms"):
+        assert p[key]["n"] == 10 and 0 < p[key]["p50"] <= p[key]["p95"], key
+    sweep = {row["nprobe"]: row for row in p["recall_sweep"]}
+    assert set(sweep) == {2, 8}
+    assert 0 < sweep[2]["recall_at_10"] <= sweep[8]["recall_at_10"] <= 1.0
+    assert p["dense_recall_at_10"] == sweep[8]["recall_at_10"], "the default nprobe for 32 lists is 8"
