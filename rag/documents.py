@@ -26,6 +26,10 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def chars(self) -> int:
+        return len(self.text)
+
+    @property
     def content_hash(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 

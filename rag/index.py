@@ -19,6 +19,7 @@ count, BM25 corpus and chunk store agree; any disagreement refuses the index wit
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from .durable import fsync_path
 from .embedding import Embedder
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .lexical import BM25Index
+from .npyfile import NpyFile
 from .vectors import VectorIndexPolicy, build_vector_index, configure, describe, read_vector_index
 
 FORMAT_VERSION = 3  # 3: chunks as columns (chunks.npy), float16 sentence vectors, IVF
@@ -110,7 +112,7 @@ class Index:
     chunk_bounds: np.ndarray  # int64 (n_chunks, 2): start, end in the document's stored text
     chunk_sentences: np.ndarray  # int64 (n_chunks, 2): [first, last) row in the sentence table
     sentences: np.ndarray  # int64 (n_sentences, 3): document row, start, end
-    sentence_vectors: np.ndarray  # float16 (n_sentences, dim); memory-mapped when loaded
+    sentence_vectors: np.ndarray | NpyFile  # float16 (n_sentences, dim); read on demand when loaded
     vectors: object  # faiss.Index over chunk rows (flat or IVF, see vectors.py)
     bm25: BM25Index
     journal_seq: int = 0  # the last journal change this snapshot contains
@@ -173,7 +175,10 @@ class Index:
             table = np.column_stack([self.chunk_doc_row, self.chunk_bounds, self.chunk_sentences]).astype(np.int64)
             np.save(tmp / "chunks.npy", table.reshape(-1, 5))
             np.save(tmp / "sentences.npy", np.asarray(self.sentences, dtype=np.int64))
-            np.save(tmp / "sentence_vectors.npy", np.asarray(self.sentence_vectors, dtype=np.float16))
+            if isinstance(self.sentence_vectors, NpyFile) and self.sentence_vectors.dtype == np.float16:
+                shutil.copyfile(self.sentence_vectors.path, tmp / "sentence_vectors.npy")  # unchanged rows
+            else:
+                np.save(tmp / "sentence_vectors.npy", np.asarray(self.sentence_vectors, dtype=np.float16))
             faiss.write_index(self.vectors, str(tmp / "chunks.faiss"))
             self.bm25.save(tmp / "bm25")
             manifest = {
@@ -288,10 +293,74 @@ def _read_documents(path: Path) -> list[Document]:
                          metadata=r.get("metadata") or {}) for r in map(json.loads, f)]
 
 
+class DocumentTexts:
+    """The texts of a snapshot's documents, read from documents.jsonl on demand (by line offset).
+
+    Held in memory, a million chunks' documents took 1.3 GB (one non-ASCII character makes Python
+    store a whole text at 2 bytes per character); a query reads the few documents it quotes."""
+
+    def __init__(self, path: Path, offsets: list[int]):
+        self.path = path
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._fd = os.open(path, os.O_RDONLY)
+        # An answer quotes one document many times: keep the last few texts (thread-safe cache).
+        self.text = functools.lru_cache(maxsize=64)(self._read)
+
+    def _read(self, row: int) -> str:
+        a, b = int(self._offsets[row]), int(self._offsets[row + 1])
+        line = os.pread(self._fd, b - a, a)
+        if len(line) != b - a:
+            raise IndexCorruptError(f"{self.path} is shorter than when it was loaded; rebuild with "
+                                    "`rag ingest --rebuild`")
+        return json.loads(line)["text"]
+
+    def __del__(self) -> None:
+        try:
+            os.close(self._fd)
+        except (OSError, AttributeError):
+            pass
+
+
+class StoredDocument(Document):
+    """A document of a loaded snapshot: its text is read from the snapshot when asked for."""
+
+    def __init__(self, texts: DocumentTexts, row: int, *, id: str, source: str, title: str, metadata: dict,
+                 chars: int):
+        object.__setattr__(self, "_texts", texts)
+        object.__setattr__(self, "_row", row)
+        object.__setattr__(self, "_chars", chars)
+        for name, value in (("id", id), ("source", source), ("title", title), ("metadata", metadata)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return self._texts.text(self._row)
+
+    @property
+    def chars(self) -> int:
+        return self._chars
+
+
+def _read_stored_documents_lazily(path: Path) -> list[Document]:
+    """Documents whose texts stay on disk (DocumentTexts); each line is parsed once, for its fields."""
+    docs: list[Document] = []
+    offsets = [0]
+    texts = DocumentTexts.__new__(DocumentTexts)  # filled in once the offsets are known
+    with open(path, "rb") as f:
+        for row, line in enumerate(f):
+            r = json.loads(line)
+            offsets.append(offsets[-1] + len(line))
+            docs.append(StoredDocument(texts, row, id=r["id"], source=r["source"], title=r["title"],
+                                       metadata=r.get("metadata") or {}, chars=len(r["text"])))
+    texts.__init__(path, offsets)
+    return docs
+
+
 def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True,
                policy: VectorIndexPolicy | None = None) -> Index:
     """Load the current snapshot, refusing it with a clear reason if it is corrupt or built otherwise.
-    Vectors (IVF lists, sentence vectors) are memory-mapped, so they take memory only when read."""
+    IVF lists are memory-mapped and sentence vectors read on demand, so they take memory only when
+    read (and sentence vectors never count in the process's resident memory)."""
     snap = current_snapshot(root)
     manifest = read_manifest(snap)
     try:
@@ -313,12 +382,12 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
             raise IndexCorruptError(f"index file {path} is truncated or corrupt (checksum mismatch); "
                                     "rebuild with `rag ingest --rebuild`")
     try:
-        documents = _read_documents(snap / "documents.jsonl")
+        documents = _read_stored_documents_lazily(snap / "documents.jsonl")
         table = np.load(snap / "chunks.npy")
         if table.ndim != 2 or table.shape[1] != 5:
             raise ValueError(f"chunks.npy has shape {table.shape}, expected (n, 5)")
         sentences = np.load(snap / "sentences.npy", mmap_mode="r")
-        sentence_vectors = np.load(snap / "sentence_vectors.npy", mmap_mode="r")
+        sentence_vectors = NpyFile(snap / "sentence_vectors.npy")
         vectors = read_vector_index(str(snap / "chunks.faiss"))
         bm25 = BM25Index.load(snap / "bm25")
     except IndexCorruptError:
@@ -365,7 +434,7 @@ def _plan(documents: Sequence[Document], chunking: ChunkingConfig, reuse: Index 
         old_sents = _doc_ranges(np.asarray(reuse.sentences[:, 0]), len(reuse.documents))
     for row, doc in enumerate(documents):
         old = reuse.document(doc.id) if reuse is not None else None
-        if old is not None and old.text == doc.text and old.title == doc.title:
+        if old is not None and (old is doc or (old.title == doc.title and old.text == doc.text)):
             o = reuse.doc_row[doc.id]
             c0, c1 = int(old_chunks[o]), int(old_chunks[o + 1])
             s0, s1 = int(old_sents[o]), int(old_sents[o + 1])

@@ -35,10 +35,13 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 class BM25Index:
     """Scores every chunk for a query; rows line up with the chunk store."""
 
-    def __init__(self, model, size: int, text_df: dict[str, int]):
+    def __init__(self, model, size: int, text_df: dict[str, int], postings: tuple | None = None):
         self._model = model
         self.size = size
         self._text_df = text_df  # document frequency over chunk text alone (no titles)
+        # (scores, chunk rows) per term, CSC-ordered: the model's arrays, or the stored files read
+        # on demand (see npyfile.py) when loaded.
+        self._postings = postings or ((model.scores["data"], model.scores["indices"]) if model else None)
 
     @classmethod
     def build(cls, texts: Sequence[str], titles: Sequence[str] | None = None, *, k1: float = 0.9, b: float = 0.4,
@@ -73,8 +76,8 @@ class BM25Index:
         addition: a term lists each chunk once, so no np.add.at is needed (its unbuffered addition
         made a query over a million chunks several times slower). A repeated query term counts
         twice, as in bm25s."""
-        m = self._model.scores
-        data, indices, indptr = m["data"], m["indices"], m["indptr"]
+        data, indices = self._postings
+        indptr = self._model.scores["indptr"]
         out = np.zeros(self.size, dtype=np.float32)
         for t in token_ids:
             a, b = int(indptr[t]), int(indptr[t + 1])
@@ -101,8 +104,14 @@ class BM25Index:
         import bm25s
 
         size = int((directory / "size.txt").read_text())
-        # Memory-mapped: at a million chunks the postings are ~1 GB, of which a query reads a few lists.
+        # Memory-mapped (bm25s's own arrays are never read at query time: postings are read on demand
+        # from the same files, which at a million chunks hold ~550 MB of which a query reads a few lists).
         model = bm25s.BM25.load(str(directory), mmap=True, show_progress=False) if size else None
+        postings = None
+        if model is not None:
+            from .npyfile import NpyFile
+
+            postings = (NpyFile(directory / "data.csc.index.npy"), NpyFile(directory / "indices.csc.index.npy"))
         if model is not None:
             indexed = int(model.scores["num_docs"])
             if indexed != size:
@@ -110,4 +119,4 @@ class BM25Index:
 
                 raise IndexCorruptError(f"BM25 index holds {indexed} chunks but its size file says {size}")
         text_df = json.loads((directory / "text_df.json").read_text(encoding="utf-8"))
-        return cls(model, size, text_df)
+        return cls(model, size, text_df, postings)

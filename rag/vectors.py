@@ -39,9 +39,11 @@ def nlist_for(n: int) -> int:
 
 
 def nprobe_for(nlist: int) -> int:
-    """Clusters probed by default: 1/16 of them, at least 8; chosen for recall@10 >= 0.95 against
-    exact search (measured by `rag bench --scale`)."""
-    return min(nlist, max(8, nlist // 16))
+    """Clusters probed by default: 1/32 of them, at least 8. At a million chunks (1024 clusters)
+    `rag bench-scale` measured recall@10 against exact search of 0.914 / 0.960 / 0.974 / 0.981 with
+    8 / 16 / 32 / 64 probes at 3 / 4 / 8 / 14 ms: 32 keeps recall above 0.95 with a margin and the
+    dense search under 10 ms."""
+    return min(nlist, max(8, nlist // 32))
 
 
 def uses_ivf(n: int, policy: VectorIndexPolicy) -> bool:

@@ -76,7 +76,7 @@ _BODY = TypeAdapter(DocumentBatch | DocumentIn)
 
 
 def summary(doc: Document) -> dict:
-    return {"id": doc.id, "title": doc.title, "source": doc.source, "chars": len(doc.text),
+    return {"id": doc.id, "title": doc.title, "source": doc.source, "chars": doc.chars,
             "content_hash": doc.content_hash, "metadata": doc.metadata}
 
 

@@ -47,7 +47,7 @@ def test_policy_chooses_flat_while_small_and_ivf_from_the_threshold():
     assert uses_ivf(5000, VectorIndexPolicy(kind="ivf"))
     assert not uses_ivf(100, VectorIndexPolicy(kind="ivf"))  # too few vectors to train clusters on
     assert nlist_for(1_000_000) == 1024 and nlist_for(100_000) == 256 and nlist_for(10) == 16
-    assert nprobe_for(1024) == 64 and nprobe_for(32) == 8
+    assert nprobe_for(1024) == 32 and nprobe_for(32) == 8 and nprobe_for(8192) == 256
 
 
 def test_ivf_recall_against_exact_search_on_real_embeddings(real_vectors):
