@@ -37,8 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bench import DEFAULT_SQUAD, BenchError, ServerProcess, _dir_bytes, _proc_status_kib, _summary_ms, load_phase, \
-    machine_info, versions
+from .bench import (DEFAULT_SQUAD, BenchError, ServerProcess, _dir_bytes, _summary_ms, load_phase, machine_info,
+                    versions)
 
 SEED = 0
 
@@ -373,7 +373,10 @@ def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | No
                                            batch_size=settings.embed_batch_size, threads=settings.embed_threads,
                                            cache_dir=models)
         result["build"] = build(opts, settings, real, pool, say)
+        (opts.work / "build.json").write_text(json.dumps(result["build"], indent=2) + "\n")
         say(f"built: {result['build']}")
+    elif (opts.work / "build.json").exists():  # --reuse: the build's numbers, measured when it ran
+        result["build"] = json.loads((opts.work / "build.json").read_text())
     result["index_bytes"] = _dir_bytes(data_dir / "index")
     result["index_files"] = {p.name: p.stat().st_size for p in sorted((data_dir / "index").glob("snap-*/*"))
                              if p.is_file()}

@@ -39,7 +39,8 @@ from .embedding import Embedder
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .lexical import BM25Index
 from .npyfile import NpyFile
-from .vectors import VectorIndexPolicy, build_vector_index, configure, describe, read_vector_index
+from .vectors import (VectorIndexPolicy, build_vector_index, configure, describe, read_vector_index,
+                      write_vector_index)
 
 FORMAT_VERSION = 3  # 3: chunks as columns (chunks.npy), float16 sentence vectors, IVF
 CURRENT = "CURRENT"
@@ -116,6 +117,7 @@ class Index:
     vectors: object  # faiss.Index over chunk rows (flat or IVF, see vectors.py)
     bm25: BM25Index
     journal_seq: int = 0  # the last journal change this snapshot contains
+    vectors_source: str | None = None  # the file `vectors` was loaded from (memory-mapped), if any
 
     def __post_init__(self) -> None:
         self.doc_row = {d.id: i for i, d in enumerate(self.documents)}
@@ -161,8 +163,6 @@ class Index:
     # -- persistence ---------------------------------------------------------------------
     def save(self, root: Path) -> Path:
         """Write a new snapshot under `root` and make it current atomically. Returns its directory."""
-        import faiss
-
         root.mkdir(parents=True, exist_ok=True)
         name = f"snap-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
         tmp = root / f".tmp-{name}"
@@ -179,7 +179,7 @@ class Index:
                 shutil.copyfile(self.sentence_vectors.path, tmp / "sentence_vectors.npy")  # unchanged rows
             else:
                 np.save(tmp / "sentence_vectors.npy", np.asarray(self.sentence_vectors, dtype=np.float16))
-            faiss.write_index(self.vectors, str(tmp / "chunks.faiss"))
+            write_vector_index(self.vectors, str(tmp / "chunks.faiss"), self.vectors_source)
             self.bm25.save(tmp / "bm25")
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -404,7 +404,8 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
     return Index(config=config, documents=documents, journal_seq=int(manifest.get("journal_seq", 0)),
                  chunk_doc_row=np.ascontiguousarray(table[:, 0]), chunk_bounds=np.ascontiguousarray(table[:, 1:3]),
                  chunk_sentences=np.ascontiguousarray(table[:, 3:5]), sentences=sentences,
-                 sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25)
+                 sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25,
+                 vectors_source=str(snap / "chunks.faiss"))
 
 
 @dataclass

@@ -9,6 +9,7 @@ stay on disk and only the probed lists are read.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,8 +103,29 @@ def read_vector_index(path: str):
     """Load a stored index; IVF lists are memory-mapped (flat indexes are read into memory)."""
     import faiss
 
-    index = faiss.read_index(path, faiss.IO_FLAG_MMAP)
-    return index
+    return faiss.read_index(path, faiss.IO_FLAG_MMAP)
+
+
+def write_vector_index(index: object, path: str, source: str | None = None) -> None:
+    """Store an index; `source` is the file a loaded one was read from. That file is copied: FAISS
+    would write memory-mapped IVF lists as a reference to an external file, not as the lists (and a
+    loaded index is never modified)."""
+    import shutil
+
+    import faiss
+
+    if source is not None and os.path.exists(source):
+        shutil.copyfile(source, path)
+        return
+    ivf = as_ivf(index)
+    if source is not None and ivf is not None:  # its file is gone (the mapping still reads): rebuild in memory
+        copy = faiss.IndexIVFFlat(faiss.clone_index(ivf.quantizer), ivf.d, ivf.nlist, ivf.metric_type)
+        if ivf.ntotal:
+            copy.add(ivf.reconstruct_n(0, ivf.ntotal))
+        copy.make_direct_map()
+        copy.nprobe = ivf.nprobe
+        index = copy
+    faiss.write_index(index, path)
 
 
 def describe(index: object) -> dict:

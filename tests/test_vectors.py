@@ -153,3 +153,18 @@ def test_pipeline_builds_ivf_beyond_the_threshold_and_answers_with_citations(tmp
                          chunk_overlap=0)
     small.ingest_documents([docs[1]])
     assert describe(small.index.vectors)["type"] == "flat"
+
+
+def test_a_loaded_ivf_is_stored_again_as_itself_even_after_its_file_is_gone(real_vectors, tmp_path):
+    from rag.vectors import write_vector_index
+
+    corpus, queries = real_vectors
+    first = tmp_path / "a.faiss"
+    faiss.write_index(build_vector_index(corpus, VectorIndexPolicy(kind="ivf")), str(first))
+    loaded = read_vector_index(str(first))
+    for name in ("b.faiss", "c.faiss"):
+        write_vector_index(loaded, str(tmp_path / name), str(first))
+        again = faiss.read_index(str(tmp_path / name))  # fully in memory: no external list file
+        assert again.ntotal == len(corpus)
+        assert search(again, queries[0], 10)[1].tolist() == search(loaded, queries[0], 10)[1].tolist()
+        first.unlink(missing_ok=True)  # the second round: the loaded index's own file is gone
