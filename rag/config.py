@@ -51,9 +51,9 @@ class Settings(BaseSettings):
     index_titles: bool = Field(True, description="Index each chunk's document title with it in BM25.")
     vector_index: Literal["auto", "flat", "ivf"] = Field(
         "auto", description="FAISS index type: auto (flat below ivf_min_chunks, IVF-Flat from there), flat or ivf.")
-    ivf_min_chunks: int = Field(100_000, ge=1, description="auto: corpus size (chunks) from which IVF is used.")
-    ivf_nprobe: int = Field(0, ge=0, le=65536, description="IVF clusters probed per query; 0 = 1/32 of them, "
-                                                          "at least 8 (recall@10 >= 0.95, see the scale benchmark).")
+    ivf_min_chunks: int = Field(50_000, ge=1, description="auto: corpus size (chunks) from which IVF is used.")
+    ivf_nprobe: int = Field(0, ge=0, le=65536, description="IVF clusters probed per query; 0 = 32 (recall@10 "
+                                                          "0.97 at 100k and 1M chunks, see the scale benchmark).")
 
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid
     fusion: FusionMethod = FusionMethod.weighted

@@ -47,7 +47,7 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
     out = tmp_path / "out"
     code = main(["--data-dir", str(data_dir), "bench-scale", "--chunks", "1200", "--squad",
                  str(_tiny_squad(tmp_path / "squad.json")), "--work", str(tmp_path / "work"), "--queries", "10",
-                 "--nprobes", "2,8", "--out", str(out)])
+                 "--nprobes", "2,32", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert (out / "scale.md").read_text().strip() == printed.strip()
@@ -68,6 +68,7 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
     for key in ("query_embedding_ms", "dense_ms", "bm25_ms", "hybrid_search_ms"):
         assert p[key]["n"] == 10 and 0 < p[key]["p50"] <= p[key]["p95"], key
     sweep = {row["nprobe"]: row for row in p["recall_sweep"]}
-    assert set(sweep) == {2, 8}
-    assert 0 < sweep[2]["recall_at_10"] <= sweep[8]["recall_at_10"] <= 1.0
-    assert p["dense_recall_at_10"] == sweep[8]["recall_at_10"], "the default nprobe for 32 lists is 8"
+    assert set(sweep) == {2, 32}
+    # 32 of 32 clusters scans every vector (ties in float order aside, exact search)
+    assert 0 < sweep[2]["recall_at_10"] <= sweep[32]["recall_at_10"] and sweep[32]["recall_at_10"] >= 0.98
+    assert p["dense_recall_at_10"] == sweep[32]["recall_at_10"] and sweep[32]["default"]
