@@ -548,11 +548,16 @@ def run_benchmark(opts: BenchOptions, settings=None, *, embedder=None,
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["ratios"] = ratios(result)
     result["markdown"] = markdown(result)
-    if opts.out:
-        opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-        (opts.out / "bench.md").write_text(result["markdown"] + "\n")
+    write_results(result, opts.out, "bench")
     return result
+
+
+def write_results(result: dict, out: Path | None, name: str) -> None:
+    """`out/<name>.json` (everything) and `out/<name>.md` (the table printed), when `out` is given."""
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out / f"{name}.md").write_text(result["markdown"] + "\n")
 
 
 def _phase(result: dict, endpoint: str, clients: int) -> dict | None:

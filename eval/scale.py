@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .bench import (DEFAULT_SQUAD, BenchError, ServerProcess, _dir_bytes, _summary_ms, load_phase, machine_info,
-                    versions)
+                    versions, write_results)
 
 SEED = 0
 
@@ -383,10 +383,7 @@ def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | No
     result["server"] = serve(settings, data_dir, questions[:opts.queries], say)
     result["in_process"] = in_process(settings, questions[opts.queries:], opts.nprobes, say)
     result["markdown"] = markdown(result)
-    if opts.out:
-        opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
-        (opts.out / "scale.md").write_text(result["markdown"] + "\n")
+    write_results(result, opts.out, "scale")
     return result
 
 
