@@ -19,13 +19,14 @@ count, BM25 corpus and chunk store agree; any disagreement refuses the index wit
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -168,10 +169,9 @@ class Index:
         tmp = root / f".tmp-{name}"
         tmp.mkdir()
         try:
-            with open(tmp / "documents.jsonl", "w", encoding="utf-8") as f:
+            with open(tmp / "documents.jsonl", "wb") as f:
                 for d in self.documents:
-                    f.write(json.dumps({"id": d.id, "source": d.source, "title": d.title, "metadata": d.metadata,
-                                        "text": d.text}, ensure_ascii=False) + "\n")
+                    f.write(_document_line(d))
             table = np.column_stack([self.chunk_doc_row, self.chunk_bounds, self.chunk_sentences]).astype(np.int64)
             np.save(tmp / "chunks.npy", table.reshape(-1, 5))
             np.save(tmp / "sentences.npy", np.asarray(self.sentences, dtype=np.int64))
@@ -299,20 +299,35 @@ class DocumentTexts:
     Held in memory, a million chunks' documents took 1.3 GB (one non-ASCII character makes Python
     store a whole text at 2 bytes per character); a query reads the few documents it quotes."""
 
+    CACHED = 64  # an answer quotes one document many times: keep the last few texts
+
     def __init__(self, path: Path, offsets: list[int]):
         self.path = path
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._fd = os.open(path, os.O_RDONLY)
-        # An answer quotes one document many times: keep the last few texts (thread-safe cache).
-        self.text = functools.lru_cache(maxsize=64)(self._read)
+        self._cache: OrderedDict[int, str] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def _read(self, row: int) -> str:
+    def line(self, row: int) -> bytes:
+        """The document's stored JSON line, newline included (a snapshot save copies it as is)."""
         a, b = int(self._offsets[row]), int(self._offsets[row + 1])
         line = os.pread(self._fd, b - a, a)
         if len(line) != b - a:
             raise IndexCorruptError(f"{self.path} is shorter than when it was loaded; rebuild with "
                                     "`rag ingest --rebuild`")
-        return json.loads(line)["text"]
+        return line
+
+    def text(self, row: int) -> str:
+        with self._lock:
+            if row in self._cache:
+                self._cache.move_to_end(row)
+                return self._cache[row]
+        text = json.loads(self.line(row))["text"]
+        with self._lock:
+            self._cache[row] = text
+            if len(self._cache) > self.CACHED:
+                self._cache.popitem(last=False)
+        return text
 
     def __del__(self) -> None:
         try:
@@ -340,20 +355,28 @@ class StoredDocument(Document):
     def chars(self) -> int:
         return self._chars
 
+    def stored_line(self) -> bytes:
+        return self._texts.line(self._row)
+
+
+def _document_line(doc: Document) -> bytes:
+    if isinstance(doc, StoredDocument):  # unchanged since it was loaded: no decoding and encoding again
+        return doc.stored_line()
+    return (json.dumps({"id": doc.id, "source": doc.source, "title": doc.title, "metadata": doc.metadata,
+                        "text": doc.text}, ensure_ascii=False) + "\n").encode("utf-8")
+
 
 def _read_stored_documents_lazily(path: Path) -> list[Document]:
     """Documents whose texts stay on disk (DocumentTexts); each line is parsed once, for its fields."""
-    docs: list[Document] = []
-    offsets = [0]
-    texts = DocumentTexts.__new__(DocumentTexts)  # filled in once the offsets are known
+    fields, offsets = [], [0]
     with open(path, "rb") as f:
-        for row, line in enumerate(f):
+        for line in f:
             r = json.loads(line)
             offsets.append(offsets[-1] + len(line))
-            docs.append(StoredDocument(texts, row, id=r["id"], source=r["source"], title=r["title"],
-                                       metadata=r.get("metadata") or {}, chars=len(r["text"])))
-    texts.__init__(path, offsets)
-    return docs
+            fields.append(dict(id=r["id"], source=r["source"], title=r["title"], metadata=r.get("metadata") or {},
+                               chars=len(r["text"])))
+    texts = DocumentTexts(path, offsets)
+    return [StoredDocument(texts, row, **f) for row, f in enumerate(fields)]
 
 
 def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True,

@@ -112,7 +112,6 @@ class BM25Index:
             from .npyfile import NpyFile
 
             postings = (NpyFile(directory / "data.csc.index.npy"), NpyFile(directory / "indices.csc.index.npy"))
-        if model is not None:
             indexed = int(model.scores["num_docs"])
             if indexed != size:
                 from .errors import IndexCorruptError

@@ -153,7 +153,7 @@ class Retriever:
         q = self.embedder.encode_query(query)
         missing = [r for r in rows.tolist() if r not in dense]
         if missing:
-            vecs = np.vstack([index.vectors.reconstruct(int(r)) for r in missing])
+            vecs = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
             for r, s in zip(missing, vecs @ q):
                 dense[r] = float(s)
         d = np.array([dense[r] for r in rows.tolist()], dtype=np.float64)

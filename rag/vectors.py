@@ -87,10 +87,7 @@ def as_ivf(index: object):
     """`index` as an IndexIVF, or None when it is not one."""
     import faiss
 
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
+    return faiss.try_extract_index_ivf(index)
 
 
 def configure(index: object, policy: VectorIndexPolicy) -> None:

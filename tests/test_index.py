@@ -77,6 +77,16 @@ def test_save_then_load_round_trips(seed_pipeline, tmp_path):
     assert manifest["counts"] == {"documents": 1, "chunks": len(index.chunks), "sentences": len(index.sentences)}
 
 
+def test_a_loaded_index_saves_its_documents_byte_for_byte_and_reads_texts_on_demand(seed_pipeline, tmp_path):
+    first = seed_pipeline.index.save(tmp_path / "a")
+    loaded = load_index(tmp_path / "a")
+    (doc,) = loaded.documents
+    assert doc.text == seed_pipeline.index.documents[0].text and doc.chars == len(doc.text)
+    second = loaded.save(tmp_path / "b")
+    assert (second / "documents.jsonl").read_bytes() == (first / "documents.jsonl").read_bytes()
+    assert (second / "chunks.faiss").read_bytes() == (first / "chunks.faiss").read_bytes()
+
+
 def test_chunk_table_gives_the_chunks_the_chunker_made(seed_pipeline, seed_doc):
     from rag.chunking import ChunkingConfig, chunk_document
 
