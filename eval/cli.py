@@ -59,12 +59,10 @@ def _corpus_hash(dataset: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _pipeline_for(dataset: Dataset, args: argparse.Namespace):
-    from rag.cli import _settings
+def _pipeline_for(dataset: Dataset, args: argparse.Namespace, settings):
     from rag.documents import load_paths
     from rag.pipeline import Pipeline
 
-    settings = _settings(args)
     if args.corpus:
         loaded = load_paths(args.corpus)
         for s in loaded.skipped:
@@ -86,9 +84,9 @@ def _pipeline_for(dataset: Dataset, args: argparse.Namespace):
         pass  # built with other settings: re-index, reusing vectors where the model and chunking agree
     except (IndexNotFoundError, IndexCorruptError):
         rebuild = True
-    from rag.cli import _progress_bar
+    from rag.progress import progress_bar
 
-    bar, update = _progress_bar(f"indexing {len(dataset.corpus)} documents")
+    bar, update = progress_bar(f"indexing {len(dataset.corpus)} documents")
     try:
         pipeline.ingest_documents(dataset.corpus, progress=update, replace_all=True, rebuild=rebuild)
     finally:
@@ -96,10 +94,11 @@ def _pipeline_for(dataset: Dataset, args: argparse.Namespace):
     return pipeline
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, settings) -> int:
+    """`rag eval`: `settings` are the command line's (RAG_* and flags)."""
     from tqdm import tqdm
 
-    from rag.index import _versions
+    from rag.snapshot import package_versions
 
     try:
         dataset = load_dataset(args.dataset, limit_articles=args.limit_articles)
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     items = dataset.items[: args.limit] if args.limit else dataset.items
 
-    pipeline = None if args.url else _pipeline_for(dataset, args)
+    pipeline = None if args.url else _pipeline_for(dataset, args, settings)
     documents = {d.id: d.text for d in dataset.corpus} if dataset.corpus else (
         {d.id: d.text for d in pipeline.index.documents} if pipeline else None)
 
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         settings = pipeline.settings if pipeline else None
         meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "questions": len(items),
                 "backend": f"HTTP {args.url}" if args.url else "in-process", "top_k": args.top_k,
-                "variants": variants, "versions": _versions(),
+                "variants": variants, "versions": package_versions(),
                 "settings": settings.model_dump(mode="json", exclude={"openai_api_key"}) if settings else None}
         write(args.out, meta, results, per_question, latencies)
         print(f"report written to {args.out}", file=sys.stderr)

@@ -37,8 +37,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .bench import (DEFAULT_SQUAD, BenchError, ServerProcess, _dir_bytes, _summary_ms, load_phase, machine_info,
-                    versions, write_results)
+from .bench import DEFAULT_SQUAD
+from .measure import (BenchError, ServerProcess, dir_bytes, load_phase, machine_info, summary_ms, versions,
+                      write_results)
 
 SEED = 0
 
@@ -65,12 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write scale.json and scale.md here")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, settings=None) -> int:
     opts = ScaleOptions(chunks=args.chunks, squad=args.squad, work=args.work, queries=args.queries,
                         nprobes=tuple(int(x) for x in args.nprobes.split(",") if x.strip()), reuse=args.reuse,
                         out=args.out)
     try:
-        result = run_scale(opts)
+        result = run_scale(opts, settings)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -296,8 +297,8 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
         t0 = time.perf_counter()
         retriever.search(index, q, 5)
         hybrid.append(time.perf_counter() - t0)
-    out = {"load_s": round(load_s, 1), "query_embedding_ms": _summary_ms(embed), "dense_ms": _summary_ms(dense),
-           "bm25_ms": _summary_ms(lexical), "hybrid_search_ms": _summary_ms(hybrid)}
+    out = {"load_s": round(load_s, 1), "query_embedding_ms": summary_ms(embed), "dense_ms": summary_ms(dense),
+           "bm25_ms": summary_ms(lexical), "hybrid_search_ms": summary_ms(hybrid)}
     say(f"in-process: dense p50 {out['dense_ms']['p50']} ms, BM25 p50 {out['bm25_ms']['p50']} ms, "
         f"hybrid p50 {out['hybrid_search_ms']['p50']} ms (+ embedding p50 {out['query_embedding_ms']['p50']} ms)")
 
@@ -314,7 +315,7 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
         t0 = time.perf_counter()
         flat.search(v[None, :], 10)
         times.append(time.perf_counter() - t0)
-    out["exact_search_ms"] = _summary_ms(times)
+    out["exact_search_ms"] = summary_ms(times)
     del flat
     truth = [set(row) for row in exact.tolist()]
 
@@ -334,7 +335,7 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
             times.append(time.perf_counter() - t0)
             rows.append(r[0])
         sweep.append({"nprobe": nprobe, "recall_at_10": round(recall(np.array(rows)), 4),
-                      "search_ms": _summary_ms(times), "default": nprobe == settings_nprobe})
+                      "search_ms": summary_ms(times), "default": nprobe == settings_nprobe})
         say(f"nprobe {nprobe}: recall@10 {sweep[-1]['recall_at_10']}, p50 {sweep[-1]['search_ms']['p50']} ms")
     if ivf is not None:
         ivf.nprobe = settings_nprobe
@@ -377,7 +378,7 @@ def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | No
         say(f"built: {result['build']}")
     elif (opts.work / "build.json").exists():  # --reuse: the build's numbers, measured when it ran
         result["build"] = json.loads((opts.work / "build.json").read_text())
-    result["index_bytes"] = _dir_bytes(data_dir / "index")
+    result["index_bytes"] = dir_bytes(data_dir / "index")
     result["index_files"] = {p.name: p.stat().st_size for p in sorted((data_dir / "index").glob("snap-*/*"))
                              if p.is_file()}
     result["server"] = serve(settings, data_dir, questions[:opts.queries], say)

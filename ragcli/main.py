@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 def _settings(args: argparse.Namespace):
-    from .config import Settings
+    from rag.config import Settings
 
     overrides = {k: v for k, v in {
         "data_dir": getattr(args, "data_dir", None),
@@ -22,56 +19,45 @@ def _settings(args: argparse.Namespace):
     return Settings(**overrides)
 
 
-def _progress_bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit="text", file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.2 if sys.stderr.isatty() else 5.0)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    from rag.progress import progress_bar
+    from rag.pipeline import Pipeline
 
     if not args.paths and not args.rebuild:
         print("error: name files or directories to ingest (or use --rebuild alone to re-embed the stored "
               "documents)", file=sys.stderr)
         return 2
-    pipeline = Pipeline(_settings(args))
-    bar, update = _progress_bar("embedding")
-    try:
-        report = pipeline.ingest(args.paths, rebuild=args.rebuild, progress=update)
-    finally:
-        bar.close()
+    with Pipeline(_settings(args)) as pipeline:
+        bar, update = progress_bar("embedding")
+        try:
+            report = pipeline.ingest(args.paths, rebuild=args.rebuild, progress=update)
+        finally:
+            bar.close()
     for s in report.skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    for source in report.removed:
+        print(f"removed {source}: its file is gone", file=sys.stderr)
     if report.rebuilt:
         print(f"re-embedded every stored document: settings changed ({report.rebuilt})", file=sys.stderr)
     print(f"ingested: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-          f"{len(report.skipped)} skipped; index holds {report.documents} documents, {report.chunks} chunks "
-          f"at {pipeline.settings.index_dir}")
+          f"{len(report.removed)} removed, {len(report.skipped)} skipped; index holds {report.documents} documents, "
+          f"{report.chunks} chunks at {pipeline.settings.index_dir}")
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    from rag.pipeline import Pipeline
 
-    pipeline = Pipeline(_settings(args))
-    pipeline.load()
-    result = pipeline.ask(args.question, args.top_k, generator=args.generator)
+    with Pipeline(_settings(args)) as pipeline:
+        pipeline.load()
+        result = pipeline.ask(args.question, args.top_k, generator=args.generator)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        print(result.model_dump_json(indent=2, exclude_none=True))
         return 0
-    print(result.answer.text)
-    if result.answer.fallback:
-        print(f"\n(answered by extractive fallback: {result.answer.fallback['reason']})")
-    for c in result.answer.citations:
+    print(result.answer)
+    if result.fallback:
+        print(f"\n(answered by extractive fallback: {result.fallback.reason})")
+    for c in result.citations:
         print(f"\n[{c.id}] {c.source} [{c.start}:{c.end}]\n    \"{c.text}\"")
     return 0
 
@@ -93,7 +79,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.cli import run
 
-    return run(args)
+    return run(args, _settings(args))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from eval.bench import run
+
+    return run(args, _settings(args))
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from eval.scale import run
+
+    return run(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,35 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
-    try:
-        from eval.cli import add_arguments
-    except ImportError:  # evaluation is part of the distribution; tolerate partial checkouts
-        add_arguments = None
-    if add_arguments is not None:
-        p = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset")
-        add_arguments(p)
-        p.set_defaults(func=cmd_eval)
+    from eval.bench import add_arguments as add_bench_arguments
+    from eval.cli import add_arguments as add_eval_arguments
+    from eval.scale import add_arguments as add_scale_arguments
 
-    try:
-        from eval.bench import add_arguments as add_bench_arguments, run as run_bench
-    except ImportError:
-        add_bench_arguments = None
-    if add_bench_arguments is not None:
-        p = sub.add_parser("bench", help="measure ingest, query and HTTP speed; print a table (and JSON with --out)")
-        add_bench_arguments(p)
-        p.set_defaults(func=run_bench)
-        from eval.scale import add_arguments as add_scale_arguments, run as run_scale
+    p = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
 
-        p = sub.add_parser("bench-scale", help="build a synthetic index of a million chunks and measure build, "
-                                                 "memory, disk, search latency and recall")
-        add_scale_arguments(p)
-        p.set_defaults(func=run_scale)
+    p = sub.add_parser("bench", help="measure ingest, query and HTTP speed; print a table (and JSON with --out)")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-scale", help="build a synthetic index of a million chunks and measure build, "
+                                             "memory, disk, search latency and recall")
+    add_scale_arguments(p)
+    p.set_defaults(func=cmd_bench_scale)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The process's environment is the application's to set, not the library's: the model ships in a
+    # package, so the Hugging Face Hub is never asked, and tokenizers must not fork-warn in servers.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from .errors import RagError
+    from rag.errors import RagError
 
     try:
         return args.func(args)
