@@ -26,10 +26,11 @@ class InProcessBackend:
         self.pipeline, self.mode, self.generator = pipeline, mode, generator
 
     def ask(self, question: str, top_k: int) -> dict:
-        return self.pipeline.ask(question, top_k, generator=self.generator, mode=self.mode).to_dict()
+        return self.pipeline.ask(question, top_k, generator=self.generator, mode=self.mode).model_dump(mode="json")
 
     def search(self, query: str, top_k: int) -> dict:
-        return {"passages": [p.to_dict() for p in self.pipeline.search(query, top_k, mode=self.mode)]}
+        passages = self.pipeline.search(query, top_k, mode=self.mode)
+        return {"passages": [p.model_dump(mode="json") for p in passages]}
 
 
 class HttpBackend:

@@ -1,6 +1,7 @@
 """All configuration in one settings object, read from `RAG_*` environment variables."""
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 
@@ -24,6 +25,15 @@ class RetrievalMode(str, Enum):
 class FusionMethod(str, Enum):
     weighted = "weighted"  # min-max normalised weighted score sum
     rrf = "rrf"  # reciprocal rank fusion
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and `taskset` set), not
+    every core of the machine: several processes on one machine must not each take all of them."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _default_seed_dir() -> Path:
@@ -89,6 +99,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser (comma-separated).")
 
+    max_queued_writes: int = Field(8, ge=0, le=1000, description="Document writes that may wait for the writer "
+                                                                 "lock; more get 503 at once (reads never wait).")
     snapshot_every: int = Field(100, ge=1, description="Write a snapshot (and empty the journal) after this many "
                                                         "document changes through the API.")
 

@@ -24,6 +24,9 @@ class Document:
     title: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Where a file-backed document was read from (its resolved absolute path): the identity that
+    # `rag ingest` removes by. Stored, never shown by the API. None for API documents and uploads.
+    origin: str | None = None
 
     @property
     def chars(self) -> int:
@@ -36,7 +39,8 @@ class Document:
 
 def same_document(a: Document, b: Document) -> bool:
     """Whether storing `b` over `a` would change nothing."""
-    return (a.id, a.text, a.title, a.source, a.metadata) == (b.id, b.text, b.title, b.source, b.metadata)
+    return ((a.id, a.text, a.title, a.source, a.metadata, a.origin)
+            == (b.id, b.text, b.title, b.source, b.metadata, b.origin))
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ def document_id_for(source: str) -> str:
 
 
 def make_document(text: str, *, source: str, title: str | None = None, id: str | None = None,
-                  metadata: dict[str, Any] | None = None) -> Document:
+                  metadata: dict[str, Any] | None = None, origin: str | None = None) -> Document:
     """Build a document from text already in memory (used by loaders, evaluation and the API)."""
     if not text.strip():
         raise DocumentError(f"{source}: document is empty")
@@ -67,6 +71,7 @@ def make_document(text: str, *, source: str, title: str | None = None, id: str |
         title=(title or first_line_title(text) or Path(source).stem)[:_TITLE_CHARS],
         text=text,
         metadata=dict(metadata or {}),
+        origin=origin,
     )
 
 
@@ -131,13 +136,17 @@ def load_file(path: Path) -> Document:
         raise DocumentError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     text, encoding = decode_text(data, name)
     source = display_source(path)
+    # The id comes from the file's absolute path, so the same file ingested from two working
+    # directories is one document.
+    origin = path.resolve().as_posix()
+    identity = dict(source=source, id=document_id_for(origin), origin=origin)
     metadata: dict[str, Any] = {"encoding": encoding}
     if suffix in HTML_SUFFIXES:
         text, title = html_to_text(text)
         metadata["format"] = "html"
-        return make_document(text, source=source, title=title or None, metadata=metadata)
+        return make_document(text, title=title or None, metadata=metadata, **identity)
     metadata["format"] = "markdown" if suffix != ".txt" else "text"
-    return make_document(text, source=source, metadata=metadata)
+    return make_document(text, metadata=metadata, **identity)
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:

@@ -30,7 +30,7 @@ from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, available_cpus
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
@@ -72,11 +72,16 @@ def batch_threads(threads: int | None = None) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or available_cpus())
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _offline(path: str) -> dict:
+    """A model on local disk is loaded without asking the Hugging Face Hub anything."""
+    return {"local_files_only": True} if Path(path).is_dir() else {}
 
 
 def _onnx_dir(cache_dir: Path, model: str, backend: str) -> Path:
@@ -102,8 +107,6 @@ class SentenceTransformerEmbedder:
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
         self._torch_lock = threading.Lock()  # torch modules are shared; one forward pass at a time
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path = resolve_model_path(model)
         try:
             self._query_model = self._load(path, threads)
@@ -111,8 +114,10 @@ class SentenceTransformerEmbedder:
             raise ValueError(f"cannot load embedding model {model!r} (from {path}, backend {backend}): {exc}") from exc
         self._bulk_model = None
         self._path = path
+        # What was loaded: the exported ONNX directory, or the model's own (benchmarks load it bare).
+        self.model_dir = self._exported(path) if backend != "torch" else path
         self._dimension = int(self._query_model.get_embedding_dimension())
-        self._workers = query_workers or ((os.cpu_count() or 1) if backend != "torch" else 1)
+        self._workers = query_workers or (available_cpus() if backend != "torch" else 1)
         self._active = 0  # model calls for queries running now
         self._pending: list[tuple[str, Future]] = []
         self._batch_lock = threading.Lock()
@@ -126,17 +131,17 @@ class SentenceTransformerEmbedder:
 
             if threads > 0:
                 torch.set_num_threads(threads)
-            return SentenceTransformer(path, device="cpu")
+            return SentenceTransformer(path, device="cpu", **_offline(path))
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads if threads > 0 else available_cpus()
         options.inter_op_num_threads = 1
         kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
         onnx_path = self._exported(path)
         if self.backend == "onnx-int8":
             kwargs["file_name"] = INT8_FILE
-        return SentenceTransformer(onnx_path, backend="onnx", device="cpu", model_kwargs=kwargs)
+        return SentenceTransformer(onnx_path, backend="onnx", device="cpu", model_kwargs=kwargs, **_offline(onnx_path))
 
     def _exported(self, path: str) -> str:
         """A directory holding the ONNX model (and its int8 variant), exported once and reused."""
@@ -149,7 +154,7 @@ class SentenceTransformerEmbedder:
 
         tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         shutil.rmtree(tmp, ignore_errors=True)
-        model = SentenceTransformer(path, backend="onnx", device="cpu",
+        model = SentenceTransformer(path, backend="onnx", device="cpu", **_offline(path),
                                     model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
         model.save_pretrained(str(tmp))
         if self.backend == "onnx-int8":
@@ -185,7 +190,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         model = self._query_model
-        if self.backend != "torch" and (os.cpu_count() or 1) > 1 and len(texts) > 1:
+        if self.backend != "torch" and available_cpus() > 1 and len(texts) > 1:
             if self._bulk_model is None:
                 self._bulk_model = self._load(self._path, 0)
             model = self._bulk_model

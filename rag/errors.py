@@ -1,17 +1,51 @@
-"""The exceptions `rag` raises. The server maps each to an HTTP status in one place."""
+"""Every exception `rag` raises on purpose, as one tree by kind of failure.
+
+    RagError
+    ├── RequestError              the request is at fault; retrying it unchanged fails again (4xx)
+    │   ├── InvalidInputError         malformed or impossible request (blank question, bad filter)  422
+    │   │   ├── UnknownGeneratorError
+    │   │   └── DocumentError         a file or upload that cannot be read as a document
+    │   ├── InputTooLargeError        over a documented size limit                                 413
+    │   ├── NotFoundError             something the request names does not exist                    404
+    │   │   └── DocumentNotFoundError
+    │   ├── UnsupportedMediaError     a body or file type the service does not take                 415
+    │   ├── UnauthorizedError         missing or wrong API key (the message never says which)       401
+    │   └── ForbiddenError            not allowed at all (writes disabled, cross-site, wrong host)   403
+    ├── UnavailableError          the service cannot answer now; retry later                          503
+    │   ├── NotReadyError             the index is still loading
+    │   └── IndexError_               the stored index cannot be served
+    │       ├── IndexNotFoundError
+    │       ├── IndexMismatchError    built with other settings (model, chunking)
+    │       └── IndexCorruptError     missing, truncated or inconsistent files
+    ├── StorageError              a write could not be made durable; nothing was acknowledged          503
+    │   └── StorageFullError          the disk (or a file size limit) is full                       507
+    └── GeneratorError            an answer could not be generated                                     502
+        └── UpstreamError             the LLM server failed                                          502
+            ├── UpstreamTimeoutError                                                                 504
+            ├── UpstreamStatusError   it answered with an error status (`.status`)
+            ├── UpstreamConnectError
+            ├── UpstreamPayloadError  it answered something that is not a chat completion
+            └── CircuitOpenError      not called: too many recent failures                           503
+
+The HTTP statuses are the server's (`server/errors.py` maps each class, most specific first by the
+class's own ancestry, so the order of a table never matters); the CLI prints the message and exits 2.
+"""
 from __future__ import annotations
 
 
 class RagError(Exception):
     """Base class of every error this package raises on purpose."""
 
+    code: str | None = None  # a stable machine-readable name, where clients need one
 
-class InvalidInputError(RagError):
+
+# -- the request is at fault -----------------------------------------------------------------
+class RequestError(RagError):
+    """The request cannot be served as sent."""
+
+
+class InvalidInputError(RequestError):
     """A request that cannot be answered as asked (blank question, bad filter, ...)."""
-
-
-class InputTooLargeError(RagError):
-    """A request over a documented size limit."""
 
 
 class UnknownGeneratorError(InvalidInputError):
@@ -20,7 +54,15 @@ class UnknownGeneratorError(InvalidInputError):
         self.name = name
 
 
-class NotFoundError(InvalidInputError):
+class DocumentError(InvalidInputError):
+    """A file that cannot be read as a document (binary, unreadable, empty, unsupported)."""
+
+
+class InputTooLargeError(RequestError):
+    """A request over a documented size limit."""
+
+
+class NotFoundError(RequestError):
     """Something the request names does not exist (a model, a document)."""
 
     code = "not_found"
@@ -30,11 +72,28 @@ class DocumentNotFoundError(NotFoundError):
     code = "document_not_found"
 
 
-class DocumentError(RagError):
-    """A file that cannot be read as a document (binary, unreadable, empty)."""
+class UnsupportedMediaError(RequestError):
+    """A body or file type the API does not take."""
 
 
-class IndexError_(RagError):
+class UnauthorizedError(RequestError):
+    """A missing or wrong API key (the message never says which)."""
+
+
+class ForbiddenError(RequestError):
+    """Not allowed for anyone sending it this way (writes disabled, a cross-site write, ...)."""
+
+
+# -- the service cannot answer now -----------------------------------------------------------
+class UnavailableError(RagError):
+    """Temporarily unable to serve; the same request may succeed later."""
+
+
+class NotReadyError(UnavailableError):
+    """The index is still loading."""
+
+
+class IndexError_(UnavailableError):
     """Base of index problems; named with an underscore to avoid shadowing the builtin."""
 
 
@@ -50,21 +109,46 @@ class IndexCorruptError(IndexError_):
     """Stored files are missing, truncated, or disagree with each other."""
 
 
-class NotReadyError(RagError):
-    """The index is still loading."""
+# -- durability -----------------------------------------------------------------------------
+class StorageError(RagError):
+    """A write could not be made durable (I/O error, fsync failure); it was not acknowledged."""
 
 
+class StorageFullError(StorageError):
+    """No space left (ENOSPC, or EFBIG under a file size limit)."""
+
+
+# -- generation -----------------------------------------------------------------------------
 class GeneratorError(RagError):
     """A generator failed to produce an answer."""
 
 
 class UpstreamError(GeneratorError):
-    """An upstream LLM server failed (connection, timeout, bad status, bad payload)."""
+    """An upstream LLM server failed. `reason` names the kind for metrics."""
 
-    def __init__(self, message: str, *, status: int | None = None, timeout: bool = False,
-                 reason: str | None = None):
+    reason = "upstream"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    reason = "timeout"
+
+
+class UpstreamConnectError(UpstreamError):
+    reason = "connect"
+
+
+class UpstreamPayloadError(UpstreamError):
+    reason = "payload"
+
+
+class UpstreamStatusError(UpstreamError):
+    def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
-        self.timeout = timeout
-        # For metrics: timeout, connect, http_<status>, payload or circuit_open.
-        self.reason = reason or ("timeout" if timeout else f"http_{status}" if status else "connect")
+        self.reason = f"http_{status}"
+
+
+class CircuitOpenError(UpstreamError):
+    """The circuit breaker is open: the LLM server is not called for a while after repeated failures."""
+
+    reason = "circuit_open"

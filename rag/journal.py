@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .documents import Document
 from .durable import fsync_path
+from .records import document_from_record, document_record
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,15 @@ class Change:
 
     def to_json(self) -> str:
         if self.op == "put":
-            d = self.document
-            body = {"id": d.id, "source": d.source, "title": d.title, "text": d.text, "metadata": d.metadata}
-            return json.dumps({"seq": self.seq, "op": "put", "document": body}, ensure_ascii=False)
+            return json.dumps({"seq": self.seq, "op": "put", "document": document_record(self.document)},
+                              ensure_ascii=False)
         return json.dumps({"seq": self.seq, "op": "delete", "document_id": self.document_id})
 
     @classmethod
     def from_json(cls, line: str) -> "Change":
         r = json.loads(line)
         if r["op"] == "put":
-            d = r["document"]
-            return cls(seq=r["seq"], op="put", document=Document(id=d["id"], source=d["source"], title=d["title"],
-                                                                  text=d["text"], metadata=d.get("metadata") or {}))
+            return cls(seq=r["seq"], op="put", document=document_from_record(r["document"]))
         if r["op"] == "delete":
             return cls(seq=r["seq"], op="delete", document_id=r["document_id"])
         raise ValueError(f"unknown journal op {r['op']!r}")

@@ -58,8 +58,9 @@ class BM25Index:
             tokens = [title_tokens[title] + toks for title, toks in zip(titles, tokens)]
         # bm25s cannot index an empty corpus or a corpus without any token; keep a placeholder token.
         tokens = [t if t else ["\u2205"] for t in tokens]
-        if tokens:
-            model.index(tokens, show_progress=False)
+        if not tokens:  # an empty corpus is a normal state (the last document was deleted)
+            return cls(None, 0, {})
+        model.index(tokens, show_progress=False)
         return cls(model, len(tokens), dict(text_df))
 
     def scores(self, query: str) -> np.ndarray:

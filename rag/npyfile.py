@@ -9,7 +9,7 @@ hundred short runs of rows, well under a millisecond.
 from __future__ import annotations
 
 import os
-import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,10 @@ class NpyFile:
         expected = self._offset + self._row_bytes * shape[0]
         if os.path.getsize(self.path) != expected:
             raise ValueError(f"{self.path}: {os.path.getsize(self.path)} bytes, expected {expected}")
+        # Open while any reader holds the array (it may outlive its snapshot's directory): `close()`
+        # releases the file, and so does the last reference going away.
         self._fd = os.open(self.path, os.O_RDONLY)
-        self._closed = threading.Event()
+        self._release = weakref.finalize(self, os.close, self._fd)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -91,12 +93,4 @@ class NpyFile:
         return whole if dtype is None else whole.astype(dtype)
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            os.close(self._fd)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except (OSError, AttributeError):
-            pass
+        self._release()

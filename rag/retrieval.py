@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, Field, field_serializer
 
 from .config import FusionMethod, RetrievalMode
 from .embedding import Embedder
@@ -52,24 +53,24 @@ class Filters:
         return allowed[index.chunk_doc_row] if len(index.chunks) else np.zeros(0, dtype=bool)
 
 
-@dataclass
-class Passage:
+class Passage(BaseModel):
+    """A retrieved chunk: the result type of search, served as is by the API and read by evaluation."""
+
     chunk_id: str
     document_id: str
     source: str
     title: str
-    text: str
+    text: str = Field(description="Exactly the document's stored text[start:end].")
     start: int
     end: int
     score: float
     rank: int
-    row: int = field(repr=False, default=-1)  # chunk row in the index snapshot
-    dense_score: float | None = field(repr=False, default=None)  # cosine with the query, when computed
+    row: int = Field(-1, exclude=True, repr=False)  # chunk row in the index snapshot
+    dense_score: float | None = Field(None, exclude=True, repr=False)  # cosine with the query, when computed
 
-    def to_dict(self) -> dict:
-        return {"chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
-                "title": self.title, "text": self.text, "start": self.start, "end": self.end,
-                "score": round(float(self.score), 6), "rank": self.rank}
+    @field_serializer("score")
+    def _rounded(self, score: float) -> float:
+        return round(float(score), 6)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -97,11 +98,16 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
 
+    def needs_vector(self, mode: RetrievalMode | None = None) -> bool:
+        return (mode or self.mode) is not RetrievalMode.lexical
+
     def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
-               filters: Filters | None = None) -> list[Passage]:
+               filters: Filters | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
+        """The `top_k` best passages. Per-call `mode` overrides the retriever's; `query_vector` is the
+        query's embedding when the caller has it (else it is embedded here, once)."""
         if top_k < 1:
             raise InvalidInputError(f"top_k must be greater than 0, got {top_k}")
-        mode = RetrievalMode(mode or self.mode)
+        mode = mode or self.mode
         n = len(index.chunks)
         if n == 0:
             return []
@@ -110,8 +116,10 @@ class Retriever:
             return []
         k = min(max(self.candidates, top_k), n)
         dense: dict[int, float] = {}
+        q = None
         if mode in (RetrievalMode.dense, RetrievalMode.hybrid):
-            dense = self._dense(index, query, k, mask)
+            q = self.embedder.encode_query(query) if query_vector is None else query_vector
+            dense = self._dense(index, q, k, mask)
         lexical_all = index.bm25.scores(query) if mode in (RetrievalMode.lexical, RetrievalMode.hybrid) else None
         if lexical_all is not None and mask is not None:
             lexical_all = np.where(mask, lexical_all, -np.inf)
@@ -122,7 +130,7 @@ class Retriever:
             rows = _top_rows(lexical_all, k)
             ranked = [(int(r), float(lexical_all[r])) for r in rows if lexical_all[r] > 0]
         else:
-            ranked = self._fuse(index, query, dense, lexical_all, k)
+            ranked = self._fuse(index, q, dense, lexical_all, k)
         passages = []
         for rank, (row, score) in enumerate(ranked[:top_k], start=1):
             c = index.chunks[row]
@@ -132,12 +140,11 @@ class Retriever:
                                     dense_score=dense.get(row)))
         return passages
 
-    def _dense(self, index: Index, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:
-        q = self.embedder.encode_query(query)
+    def _dense(self, index: Index, q: np.ndarray, k: int, mask: np.ndarray | None) -> dict[int, float]:
         scores, rows = vector_search(index.vectors, q, k, mask)
         return {int(r): float(s) for r, s in zip(rows, scores) if r >= 0}
 
-    def _fuse(self, index: Index, query: str, dense: dict[int, float], lexical_all: np.ndarray,
+    def _fuse(self, index: Index, q: np.ndarray, dense: dict[int, float], lexical_all: np.ndarray,
               k: int) -> list[tuple[int, float]]:
         lex_rows = [int(r) for r in _top_rows(lexical_all, k) if lexical_all[r] > 0]
         if self.fusion is FusionMethod.rrf:
@@ -150,7 +157,6 @@ class Retriever:
         # three signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
         # at ingest) and BM25 (from the full score vector); each min-max normalised over the pool.
         rows = np.array(sorted(set(dense) | set(lex_rows)), dtype=np.int64)
-        q = self.embedder.encode_query(query)
         missing = [r for r in rows.tolist() if r not in dense]
         if missing:
             vecs = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))

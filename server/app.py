@@ -14,27 +14,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rag.config import Settings
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
+from rag.retrieval import Filters
+from rag.service import AskResult, SearchResult
 
 from . import documents_api, errors, openai_api
 from .auth import require_read
+from .errors import responses
 from .guard import Guard
 from .limits import BodySizeLimit
 from .observability import Metrics, RequestContext
-from .schemas import AskRequest, AskResponse, ErrorBody, SearchRequest, SearchResponse
-from .sse import STREAM_HEADERS, event
+from .schemas import AskRequest, ErrorBody, SearchRequest
+from .sse import STREAM_HEADERS, answer_frames
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger("rag.server")
-ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
-def _filters(model) -> dict | None:
-    return model.model_dump(exclude_none=True) if model is not None else None
+def _filters(model) -> Filters | None:
+    return Filters.parse(model.model_dump(exclude_none=True)) if model is not None else None
 
 
 def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = None,
                load_in_background: bool = True) -> FastAPI:
+    """The app over `pipeline` (the caller's, who closes it) or over one made from `settings` (the
+    app's own, closed when the app stops)."""
+    owned = pipeline is None
     pipeline = pipeline or Pipeline(settings or Settings())
     state = {"error": None, "warm": False}
 
@@ -66,6 +71,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
             load()
         yield
         await run_in_threadpool(pipeline.compact)  # a clean stop leaves a snapshot and an empty journal
+        if owned:
+            pipeline.close()
 
     app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan,
                   description="Answers questions from your documents with exact, checkable citations.")
@@ -91,38 +98,30 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
 
     reads = [Depends(require_read(pipeline.settings))]
 
-    @app.post("/ask", response_model=AskResponse, response_model_exclude_none=True, dependencies=reads,
-              responses={**ERRORS, 200: {"content": {"text/event-stream": {}},
-                                         "description": "JSON, or with `stream: true` Server-Sent Events: "
-                                                        "passages, delta..., citations, done (or error)."}})
-    async def ask(request: AskRequest):
+    @app.post("/ask", response_model=AskResult, response_model_exclude_none=True, dependencies=reads,
+              responses={**responses(401, 413, 422, 502, 503, 504),
+                         200: {"content": {"text/event-stream": {}},
+                               "description": "JSON, or with `stream: true` Server-Sent Events: "
+                                              "passages, delta..., citations, done (or error)."}})
+    async def ask(request: AskRequest) -> AskResult:
         history = [Turn(m.role, m.content) for m in request.history]
+        service = pipeline.ready_service()
         if request.stream:
-            prepared = await run_in_threadpool(pipeline.prepare, request.question, request.top_k,
+            prepared = await run_in_threadpool(service.prepare, request.question, request.top_k,
                                                generator=request.generator, filters=_filters(request.filters),
                                                mode=request.mode, history=history)
+            frames = answer_frames(service.events(prepared), on_final=metrics.observe_answer)
+            return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+        result = await run_in_threadpool(service.ask, request.question, request.top_k, generator=request.generator,
+                                         filters=_filters(request.filters), mode=request.mode, history=history)
+        metrics.observe_answer(result)
+        return result
 
-            async def frames():
-                final = None
-                async for name, data in pipeline.stream(prepared):
-                    if name == "citations":
-                        final = data
-                    elif name == "done" and final is not None:
-                        metrics.observe_answer(final, data["timings_ms"])
-                    yield event(name, data)
-
-            return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
-        result = (await run_in_threadpool(pipeline.ask, request.question, request.top_k,
-                                          generator=request.generator, filters=_filters(request.filters),
-                                          mode=request.mode, history=history)).to_dict()
-        metrics.observe_answer(result, result["timings_ms"])
-        return JSONResponse(result)  # already in the response model's shape: skip re-validating it
-
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS, dependencies=reads)
-    async def search(request: SearchRequest) -> dict:
-        passages = await run_in_threadpool(pipeline.search, request.query, request.top_k,
+    @app.post("/search", response_model=SearchResult, responses=responses(401, 413, 422, 503), dependencies=reads)
+    async def search(request: SearchRequest) -> SearchResult:
+        passages = await run_in_threadpool(pipeline.ready_service().search, request.query, request.top_k,
                                            filters=_filters(request.filters), mode=request.mode)
-        return JSONResponse({"passages": [p.to_dict() for p in passages]})
+        return SearchResult(passages=passages)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:

@@ -7,7 +7,7 @@ from fastapi import Request
 
 from rag.config import Settings
 
-from .errors import UnauthorizedError, WritesDisabledError
+from rag.errors import ForbiddenError, UnauthorizedError
 
 
 def _presented_key(request: Request) -> str | None:
@@ -31,7 +31,7 @@ def require_write(settings: Settings):
             if not key_is_valid(_presented_key(request), settings.api_keys):
                 raise UnauthorizedError("missing or invalid API key")
         elif not settings.loopback_only:
-            raise WritesDisabledError("writes are disabled: set RAG_API_KEYS to allow them on a public address")
+            raise ForbiddenError("writes are disabled: set RAG_API_KEYS to allow them on a public address")
 
     return check
 

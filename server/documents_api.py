@@ -17,11 +17,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from rag.documents import Document, decode_text, document_id_for, html_to_text, make_document
-from rag.errors import DocumentError, DocumentNotFoundError, InputTooLargeError, InvalidInputError
+from rag.errors import (DocumentError, DocumentNotFoundError, InputTooLargeError, InvalidInputError,
+                        UnsupportedMediaError)
 from rag.pipeline import Pipeline
 
 from .auth import require_read, require_write
-from .errors import UnsupportedMediaError
+from .errors import responses
 from .schemas import Text
 
 DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#@+=-]*$")]
@@ -200,7 +201,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
                   "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                       "file": {"type": "string", "format": "binary"}, "id": {"type": "string"},
                       "title": {"type": "string"}}}}}}},
-              responses={201: {"model": WriteResponse, "description": "at least one document was added"}})
+              responses={201: {"model": WriteResponse, "description": "at least one document was added"},
+                         **responses(401, 403, 413, 415, 422, 503, 507)})
     async def add_documents(request: Request, response: Response) -> dict:
         docs = await _documents_from_request(request, settings)
         outcomes = await run_in_threadpool(pipeline.put_documents, docs)
@@ -210,7 +212,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
             response.status_code = 201
         return {"documents": [{"id": d.id, "status": o} for d, o in zip(docs, outcomes)]}
 
-    @app.get("/documents", response_model=DocumentPage, dependencies=read)
+    @app.get("/documents", response_model=DocumentPage, dependencies=read, responses=responses(401, 422, 503))
     async def list_documents(offset: Annotated[int, Query(ge=0)] = 0,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
         await run_in_threadpool(pipeline.refresh)
@@ -218,7 +220,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
         return {"documents": [summary(d) for d in docs[offset:offset + limit]], "total": len(docs),
                 "offset": offset, "limit": limit}
 
-    @app.get("/documents/{doc_id}", response_model=DocumentOut, dependencies=read)
+    @app.get("/documents/{doc_id}", response_model=DocumentOut, dependencies=read,
+             responses=responses(401, 404, 503))
     async def get_document(doc_id: str) -> dict:
         await run_in_threadpool(pipeline.refresh)
         doc = pipeline.index.document(doc_id)
@@ -227,7 +230,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
         return {**summary(doc), "text": doc.text}
 
     @app.put("/documents/{doc_id}", response_model=WriteResponse, dependencies=write,
-             responses={201: {"model": WriteResponse}})
+             responses={201: {"model": WriteResponse}, **responses(401, 403, 413, 415, 422, 503, 507)})
     async def replace_document(doc_id: DocId, item: DocumentIn, response: Response) -> dict:
         if item.id is not None and item.id != doc_id:
             raise InvalidInputError(f"body id {item.id!r} differs from the path's {doc_id!r}")
@@ -238,7 +241,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
             response.status_code = 201
         return {"documents": [{"id": doc.id, "status": outcome}]}
 
-    @app.delete("/documents/{doc_id}", status_code=204, dependencies=write)
+    @app.delete("/documents/{doc_id}", status_code=204, dependencies=write,
+                responses=responses(401, 403, 404, 503, 507))
     async def delete_document(doc_id: str) -> Response:
         await run_in_threadpool(pipeline.delete_document, doc_id)
         metrics.writes.labels("deleted").inc()

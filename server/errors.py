@@ -8,35 +8,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotFoundError, NotReadyError,
-                        RagError, UpstreamError)
+from rag.errors import (CircuitOpenError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
+                        NotFoundError, RagError, StorageError, StorageFullError, UnauthorizedError, UnavailableError,
+                        UnsupportedMediaError, UpstreamTimeoutError)
 
 log = logging.getLogger("rag.server")
 
-
-class UnauthorizedError(RagError):
-    """401: a missing or wrong API key (the message never says which)."""
-
-
-class WritesDisabledError(RagError):
-    """403: no API keys configured while the server is reachable beyond loopback."""
-
-
-class UnsupportedMediaError(RagError):
-    """415: a body or file type the API does not take."""
-
-
-# Most specific first: NotFoundError and InputTooLargeError are kinds of InvalidInputError.
-_STATUSES: tuple[tuple[type[RagError] | tuple[type[RagError], ...], int], ...] = (
-    (UnauthorizedError, 401), (WritesDisabledError, 403), (UnsupportedMediaError, 415), (NotFoundError, 404),
-    (InputTooLargeError, 413), (InvalidInputError, 422), ((NotReadyError, IndexError_), 503),
-)
+# Status by exception class. An error takes the status of the nearest class in its own ancestry
+# (type(exc).__mro__), so the table's order never matters. The tree is documented in rag/errors.py.
+STATUS_BY_KIND: dict[type[RagError], int] = {
+    InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404, UnsupportedMediaError: 415,
+    UnauthorizedError: 401, ForbiddenError: 403,
+    UnavailableError: 503, StorageError: 503, StorageFullError: 507,
+    GeneratorError: 502, UpstreamTimeoutError: 504, CircuitOpenError: 503,
+}
 
 
 def status_for(exc: RagError) -> int:
-    if isinstance(exc, UpstreamError):
-        return 504 if exc.timeout else 502
-    return next((status for kinds, status in _STATUSES if isinstance(exc, kinds)), 500)
+    return next((STATUS_BY_KIND[k] for k in type(exc).__mro__ if k in STATUS_BY_KIND), 500)
 
 
 def _describe(errors: list[dict]) -> str:
@@ -91,19 +80,26 @@ def install(app: FastAPI) -> None:
         return error_response(request, 500, "internal error")
 
 
-# Statuses any API operation may answer, documented on every operation so that the OpenAPI schema
-# tells the truth (the fuzz tests check responses against it).
-_DOCUMENTED = {
-    "401": "Missing or invalid API key", "408": "Request body not received in time", "403": "Writes disabled", "404": "Not found",
-    "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
-    "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading or overloaded",
-    "504": "LLM server timed out",
+DESCRIPTIONS = {
+    400: "Host not allowed", 401: "Missing or invalid API key", 403: "Not allowed (writes disabled, cross-site)",
+    404: "Not found", 408: "Request body not received in time", 413: "Over a size limit",
+    415: "Unsupported media type", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
+    502: "LLM server failed", 503: "Loading, overloaded or storage unavailable (see Retry-After)",
+    504: "LLM server timed out", 507: "Insufficient storage: the write was not made",
 }
+# What the middleware in front of every API route can answer (body limit, rate limit, shedding).
+MIDDLEWARE_STATUSES = (408, 413, 429, 503)
+
+
+def responses(*statuses: int) -> dict:
+    """The `responses=` of one route: the error statuses it can really return (plus the middleware's),
+    so that the OpenAPI schema is a contract a fuzzer can hold the server to."""
+    return {s: {"description": DESCRIPTIONS[s]} for s in sorted({*statuses, *MIDDLEWARE_STATUSES})}
 
 
 def document_errors(app: FastAPI) -> None:
     """Replace FastAPI's list-shaped 422 with our `{"detail": str}` (OpenAI's error object under /v1/)
-    and document the shared error statuses on every API operation."""
+    on every error status the routes declare."""
     from fastapi.openapi.utils import get_openapi
 
     from .schemas import ErrorBody, OpenAIError
@@ -122,10 +118,10 @@ def document_errors(app: FastAPI) -> None:
         for path, operations in spec.get("paths", {}).items():
             name = "OpenAIError" if path.startswith("/v1/") else "ErrorBody"
             for op in operations.values():
-                responses = op.setdefault("responses", {})
-                for code, description in _DOCUMENTED.items():
-                    responses[code] = {"description": description, "content": {
-                        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+                for code, response in op.setdefault("responses", {}).items():
+                    if code.isdigit() and int(code) >= 400:
+                        response["content"] = {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
         app.openapi_schema = spec
         return spec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Callable
 
 API_PREFIXES = ("/ask", "/search", "/documents", "/v1/")
 
@@ -18,17 +19,19 @@ class TokenBucket:
 
 
 class Guard:
-    def __init__(self, app, *, rate: float, burst: int, max_inflight: int, metrics=None):
+    def __init__(self, app, *, rate: float, burst: int, max_inflight: int, metrics=None,
+                 clock: Callable[[], float] = time.monotonic):
         self.app = app
+        self.clock = clock
         self.rate, self.burst, self.max_inflight = rate, burst, max_inflight
         self.metrics = metrics
         self.buckets: dict[str, TokenBucket] = {}
         self.inflight = 0
-        self._last_prune = time.monotonic()
+        self._last_prune = clock()
 
     def _take(self, client: str) -> float:
         """0 when the client may go ahead, else seconds until it may."""
-        now = time.monotonic()
+        now = self.clock()
         bucket = self.buckets.get(client)
         if bucket is None:
             bucket = self.buckets[client] = TokenBucket(self.burst, now)

@@ -65,12 +65,14 @@ class Metrics:
                                 ["reason"], registry=r)
         r.register(_PipelineCollector(pipeline))
 
-    def observe_answer(self, result: dict, timings_ms: dict) -> None:
-        self.retrieval.observe(timings_ms.get("retrieve", 0) / 1000)
-        self.generation.labels(result["generator"]).observe(timings_ms.get("generate", 0) / 1000)
-        self.answers.labels(result["generator"], str(bool(result["abstained"])).lower()).inc()
-        if result.get("fallback"):
-            self.fallbacks.labels(result["fallback"]["from"]).inc()
+    def observe_answer(self, result) -> None:
+        """Count an answer (a `rag.service.AskResult`)."""
+        timings = result.timings_ms
+        self.retrieval.observe(timings.get("retrieve", 0) / 1000)
+        self.generation.labels(result.generator).observe(timings.get("generate", 0) / 1000)
+        self.answers.labels(result.generator, str(result.abstained).lower()).inc()
+        if result.fallback is not None:
+            self.fallbacks.labels(result.fallback.from_).inc()
 
 
 class _PipelineCollector:
@@ -87,7 +89,7 @@ class _PipelineCollector:
             chunks.add_metric([], len(self.pipeline.index.chunks))
         yield docs
         yield chunks
-        llm = self.pipeline.generators.get("openai") if self.pipeline._generators else None
+        llm = self.pipeline.generator_if_made("openai")
         failures = CounterMetricFamily("rag_upstream_failures", "Failed calls to the LLM server", labels=["reason"])
         circuit = GaugeMetricFamily("rag_upstream_circuit_open", "1 while the LLM circuit breaker is open")
         if llm is not None:

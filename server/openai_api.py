@@ -17,8 +17,10 @@ from fastapi.responses import StreamingResponse
 from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError
 from rag.pipeline import Pipeline
+from rag.service import AskResult, Delta, Failed, Final
 
 from .auth import require_read
+from .errors import responses
 from .schemas import ChatCompletionRequest, ChatMessage
 from .sse import STREAM_HEADERS, event
 
@@ -44,10 +46,10 @@ def split_conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     return _text(messages[-1]), history
 
 
-def sources_text(citations: list[dict]) -> str:
+def sources_text(citations) -> str:
     if not citations:
         return ""
-    lines = [f'[{c["id"]}] {c["title"]} ({c["source"]}): "{c["text"]}"' for c in citations]
+    lines = [f'[{c.id}] {c.title} ({c.source}): "{c.text}"' for c in citations]
     return "\n\nSources:\n" + "\n".join(lines)
 
 
@@ -60,28 +62,29 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
 
     reads = [Depends(require_read(pipeline.settings))]
 
-    @app.get("/v1/models", dependencies=reads)
+    @app.get("/v1/models", dependencies=reads, responses=responses(401))
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "rag-service"}]}
 
-    @app.post("/v1/chat/completions", dependencies=reads)
+    @app.post("/v1/chat/completions", dependencies=reads, responses=responses(401, 404, 413, 422, 502, 503, 504))
     async def chat_completions(request: ChatCompletionRequest):
         check_model(request.model)
         question, history = split_conversation(request.messages)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
+        service = pipeline.ready_service()
         if not request.stream:
-            result = (await run_in_threadpool(pipeline.ask, question, history=history)).to_dict()
-            metrics.observe_answer(result, result["timings_ms"])
+            result = await run_in_threadpool(service.ask, question, history=history)
+            metrics.observe_answer(result)
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": result["answer"] + sources_text(result["citations"])}}],
+                    "role": "assistant", "content": result.answer + sources_text(result.citations)}}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                "citations": result["citations"],
+                "citations": _citations(result),
                 "rag": _extension(result),
             }
-        prepared = await run_in_threadpool(pipeline.prepare, question, history=history)
+        prepared = await run_in_threadpool(service.prepare, question, history=history)
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
@@ -89,26 +92,27 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
             return event(None, body)
 
         async def frames() -> AsyncIterator[str]:
-            final: list[dict] = []
             yield chunk({"role": "assistant", "content": ""})
-            async for name, data in pipeline.stream(prepared):
-                if name == "delta":
-                    yield chunk({"content": data["text"]})
-                elif name == "done" and final:
-                    metrics.observe_answer(final[0], data["timings_ms"])
-                elif name == "citations":
-                    final.append(data)
-                    sources = sources_text(data["citations"])
+            async for e in service.events(prepared):
+                if isinstance(e, Delta):
+                    yield chunk({"content": e.text})
+                elif isinstance(e, Final):
+                    metrics.observe_answer(e.result)
+                    sources = sources_text(e.result.citations)
                     if sources:
                         yield chunk({"content": sources})
-                    yield chunk({}, "stop", citations=data["citations"], rag=_extension(data))
-                elif name == "error":
-                    yield event(None, {"error": {"message": data["detail"], "type": "upstream_error",
+                    yield chunk({}, "stop", citations=_citations(e.result), rag=_extension(e.result))
+                elif isinstance(e, Failed):
+                    yield event(None, {"error": {"message": e.detail, "type": "upstream_error",
                                                  "param": None, "code": None}})
             yield event(None, "[DONE]")
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-def _extension(result: dict) -> dict:
-    return {k: result.get(k) for k in ("abstained", "generator", "query", "fallback") if k in result}
+def _citations(result: AskResult) -> list[dict]:
+    return [c.model_dump(mode="json") for c in result.citations]
+
+
+def _extension(result: AskResult) -> dict:
+    return result.model_dump(mode="json", include={"abstained", "generator", "query", "fallback"}, exclude_none=True)

@@ -3,7 +3,6 @@ origin, a server on a chosen port (to stop and restart the API under a loaded pa
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -50,12 +49,6 @@ class HostSite:
             return HTMLResponse(host_page(self.api))
 
         return Starlette(routes=[Route("/", page)])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_on_port(app, port: int):

@@ -17,7 +17,36 @@ from rag.embedding import SentenceTransformerEmbedder
 from rag.pipeline import Pipeline
 from server.app import create_app
 
+from fakes import HashEmbedder
 from support import SEEDS, LLMStandIn, running_server, wait_ready
+
+
+# -- tiers ---------------------------------------------------------------------------------
+def pytest_collection_modifyitems(items):
+    """A test that loads the real model (every fixture built on `embedder` does) belongs to the
+    integration tier; the fast tier is `-m "not integration"`. Modules that start server processes
+    or Chromium mark themselves."""
+    for item in items:
+        if "embedder" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+# -- the fast tier: a stand-in embedder, no model ------------------------------------------------
+@pytest.fixture
+def fake_pipeline(tmp_path):
+    """A factory of pipelines on a fresh data dir with the deterministic stand-in embedder."""
+    made = []
+
+    def make(data_dir: Path | None = None, **overrides) -> Pipeline:
+        settings = Settings(data_dir=data_dir or tmp_path / "data", seed_dir=SEEDS, embed_model="hash-embedder",
+                            **overrides)
+        pipeline = Pipeline(settings, embedder=HashEmbedder())
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for p in made:
+        p.close()
 
 
 # -- the model and the seed index: built once per session -------------------------------
@@ -37,7 +66,9 @@ def seed_data_dir(tmp_path_factory, embedder) -> Path:
 @pytest.fixture(scope="session")
 def seed_pipeline(seed_data_dir, embedder) -> Pipeline:
     """The seed index, loaded from disk. Read-only: tests that write use `tmp_pipeline`."""
-    pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS), embedder=embedder)
+    # No rate limit: the session's tests share one client address, so a shared bucket would make
+    # them depend on how fast the machine is (rate limiting has tests of its own).
+    pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS, rate_limit=0), embedder=embedder)
     pipeline.load(build_from_seeds=False)
     return pipeline
 
@@ -47,7 +78,8 @@ def make_seed_pipeline(seed_data_dir, embedder):
     """A pipeline over the (read-only) seed index with other query-time settings."""
 
     def make(**overrides) -> Pipeline:
-        pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS, **overrides), embedder=embedder)
+        pipeline = Pipeline(Settings(data_dir=seed_data_dir, seed_dir=SEEDS, **{"rate_limit": 0, **overrides}),
+                            embedder=embedder)
         pipeline.load(build_from_seeds=False)
         return pipeline
 

@@ -28,6 +28,13 @@ PESKOV_SENTENCE_START = "However, Russia has strongly rejected this idea, with K
 
 
 # -- real servers ----------------------------------------------------------------------
+def free_port() -> int:
+    """A port free on loopback now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def running_server(app, port: int = 0) -> Iterator[str]:
     """Run `app` with uvicorn on a loopback port (a free one unless given) in a background thread;
@@ -71,6 +78,7 @@ class LLMStandIn:
 
     mode "normal"  -> 200 with `reply` (default cites passages [2] then [1])
     mode "slow"    -> sleeps `delay` seconds, then answers like "normal"
+    mode "hold"    -> waits until `release` is set (by the test), then answers like "normal"
     mode "error"   -> HTTP `status` (500) with an OpenAI-style error body
     mode "garbage" -> 200 with a body that is not a chat completion
     With `"stream": true` in the request it streams `reply` word by word as chat.completion.chunk
@@ -97,6 +105,7 @@ class LLMStandIn:
         self.tokens_sent = 0
         self.stream_finished = False
         self.stream_abandoned = False
+        self.release = threading.Event()
 
     def app(self) -> Starlette:
         async def completions(request: Request):
@@ -104,6 +113,9 @@ class LLMStandIn:
             self.requests.append({"body": body, "headers": dict(request.headers)})
             if self.mode == "slow":
                 await asyncio.sleep(self.delay)
+            elif self.mode == "hold":
+                while not self.release.is_set():  # polled, so the stand-in's own loop stays free
+                    await asyncio.sleep(0.01)
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return JSONResponse({"error": {"message": "warming up", "type": "server_error"}},

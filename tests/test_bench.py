@@ -2,13 +2,17 @@
 No timing thresholds: speed targets live in the benchmark's numbers, not in tests."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from eval.bench import ENDPOINTS, seed_questions
-from rag.cli import main
+from ragcli.main import main
 from rag.documents import load_paths
 
 from support import SEEDS
+
+pytestmark = pytest.mark.integration  # the `rag` command in subprocesses, with the real model
 
 REQUESTS = 20
 CLIENTS = (1, 8, 32)

@@ -1,12 +1,16 @@
 """The `rag` command line, run as a real subprocess (each run loads the model once)."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
 import sys
 
 from support import REPO
+
+pytestmark = pytest.mark.integration  # the `rag` command in subprocesses, with the real model
 
 NOTES = ("Harbour log\n\n"
          "The Skellig lighthouse was automated in 1987.\n"
@@ -16,7 +20,7 @@ NOTES = ("Harbour log\n\n"
 def _rag(args: list[str], cwd, data_dir) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAG_DATA_DIR=str(data_dir), TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ragcli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -5,11 +5,12 @@ is refused at start with the file named, and `rag ingest --rebuild` makes the da
 """
 from __future__ import annotations
 
+import pytest
+
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,20 +19,16 @@ from pathlib import Path
 
 import httpx
 
-from support import REPO, SEEDS
+from support import REPO, SEEDS, free_port
+
+pytestmark = pytest.mark.integration  # real model in server processes
 
 SEED = int(os.environ.get("RAG_TEST_SEED", "20240611"))
 WORDS = ["amber", "cobalt", "saffron", "teal", "umber", "violet", "crimson", "ivory", "jade", "ochre"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
-    """`python -m rag.cli --data-dir D serve --port P` in its own process."""
+    """`python -m ragcli --data-dir D serve --port P` in its own process."""
 
     def __init__(self, data_dir: Path, log_path: Path):
         self.data_dir, self.log_path = data_dir, log_path
@@ -46,7 +43,7 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         log = open(self.log_path, "ab")
         log.write(b"\n---- start ----\n")
-        self.proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "--data-dir", str(self.data_dir), "serve",
+        self.proc = subprocess.Popen([sys.executable, "-m", "ragcli", "--data-dir", str(self.data_dir), "serve",
                                       "--port", str(port), "--log-level", "warning"],
                                      cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -298,7 +295,7 @@ def test_corrupt_snapshot_is_refused_then_rebuilt_with_the_cli(seed_data_dir, em
     assert not journal.exists() or "while-broken" not in journal.read_text()
 
     # What the refusal says to do: `rag ingest --rebuild seeds` (the CLI's entry point, in this process).
-    from rag.cli import main
+    from ragcli.main import main
 
     assert main(["--data-dir", str(data_dir), "ingest", "--rebuild", str(SEEDS)]) == 0
 

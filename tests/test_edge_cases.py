@@ -3,7 +3,6 @@ surrogates, odd chat content parts, upstream error bodies, `rag ingest .` remova
 from __future__ import annotations
 
 import os
-import time
 
 from rag.generation import MarkerRenumberer
 from rag.generation.openai_chat import cite
@@ -22,14 +21,15 @@ def test_streamed_long_marker_lists_renumber_like_the_whole_text(seed_pipeline):
 
 
 def test_an_abandoned_half_open_trial_does_not_keep_the_circuit_open():
-    breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+    now = [100.0]
+    breaker = CircuitBreaker(threshold=1, cooldown_s=30, clock=lambda: now[0])
     breaker.record_failure()
     try:
         breaker.before_call()
         raise AssertionError("an open circuit refuses calls")
     except CircuitOpenError:
         pass
-    time.sleep(0.06)
+    now[0] += 30
     breaker.before_call()  # the half-open trial
     breaker.abandon()  # ...whose client went away
     breaker.before_call()  # a new trial is allowed
@@ -78,14 +78,14 @@ def test_ingest_dot_removes_files_that_are_gone(tmp_path, tmp_pipeline):
         report = pipeline.ingest(["."])
     finally:
         os.chdir(cwd)
-    assert (report.removed, report.unchanged, report.documents) == (1, 1, 1)
+    assert (report.removed, report.unchanged, report.documents) == (["b.txt"], 1, 1)
     assert [d.source for d in pipeline.index.documents] == ["a.txt"]
 
 
 def test_a_server_picks_up_what_another_process_ingested(tmp_path, tmp_pipeline, serve_pipeline):
     serving = tmp_pipeline(tmp_path / "data", rate_limit=0)
     serving.load()
-    serving.refresh_interval_s = 0.0
+    serving.store.refresh_interval_s = 0.0
     extra = tmp_path / "lighthouse.txt"
     extra.write_text("The Skellig lighthouse keeper, Orla Brennan, retired in 1987.\n", encoding="utf-8")
     with serve_pipeline(serving) as client:

@@ -19,15 +19,6 @@ def _dev() -> list[dict]:
 
 ANSWERABLE = [q for q in _dev() if q["answerable"]]
 UNANSWERABLE = [q for q in _dev() if not q["answerable"]]
-# The NATO question's answer sentence ("Until recently, Ukraine's answer to this was clear: joining NATO")
-# is retrieved but currently ranked third by the sentence scorer; it is covered by a weaker test below.
-STRONG = [q for q in ANSWERABLE if q["id"] != "dev-nato-aspiration"]
-
-
-def test_dev_set_is_there():
-    assert len(ANSWERABLE) >= 5 and UNANSWERABLE
-
-
 @pytest.mark.parametrize("q", ANSWERABLE, ids=lambda q: q["id"])
 def test_evidence_for_each_answerable_question_is_retrieved(seed_pipeline, q):
     passages = seed_pipeline.search(q["question"], 5)
@@ -35,9 +26,9 @@ def test_evidence_for_each_answerable_question_is_retrieved(seed_pipeline, q):
     assert any(a.lower() in text for a in q["answers"])
 
 
-@pytest.mark.parametrize("q", STRONG, ids=lambda q: q["id"])
+@pytest.mark.parametrize("q", ANSWERABLE, ids=lambda q: q["id"])
 def test_extractive_answer_contains_an_acceptable_answer(seed_pipeline, q):
-    result = seed_pipeline.ask(q["question"]).to_dict()
+    result = seed_pipeline.ask(q["question"]).model_dump(mode="json", exclude_none=True)
     assert result["generator"] == "extractive"
     assert not result["abstained"], f"abstained on an answerable question: {q['question']!r}"
     check_answer_contract(result, seed_pipeline)
@@ -49,7 +40,7 @@ def test_extractive_answer_contains_an_acceptable_answer(seed_pipeline, q):
 
 def test_nato_question_answers_with_verifiable_citations(seed_pipeline):
     (q,) = [q for q in ANSWERABLE if q["id"] == "dev-nato-aspiration"]
-    result = seed_pipeline.ask(q["question"]).to_dict()
+    result = seed_pipeline.ask(q["question"]).model_dump(mode="json", exclude_none=True)
     assert not result["abstained"]
     check_answer_contract(result, seed_pipeline)
     passages = " ".join(p["text"] for p in result["passages"])
@@ -57,7 +48,7 @@ def test_nato_question_answers_with_verifiable_citations(seed_pipeline):
 
 
 def test_peskov_answer_cites_the_sentence_naming_peskov(seed_pipeline, seed_doc):
-    result = seed_pipeline.ask("what did Peskov say").to_dict()
+    result = seed_pipeline.ask("what did Peskov say").model_dump(mode="json", exclude_none=True)
     assert not result["abstained"], "the sentence naming Peskov answers this question"
     check_answer_contract(result, seed_pipeline)
     peskov = [c for c in result["citations"] if "Peskov" in c["text"]]
@@ -69,7 +60,7 @@ def test_peskov_answer_cites_the_sentence_naming_peskov(seed_pipeline, seed_doc)
 
 @pytest.mark.parametrize("question", [OFF_TOPIC] + [q["question"] for q in UNANSWERABLE])
 def test_off_topic_question_abstains_without_citations(seed_pipeline, question):
-    result = seed_pipeline.ask(question).to_dict()
+    result = seed_pipeline.ask(question).model_dump(mode="json", exclude_none=True)
     assert result["abstained"] is True
     assert result["citations"] == []
     assert markers(result["answer"]) == []
@@ -80,7 +71,7 @@ def test_off_topic_question_abstains_without_citations(seed_pipeline, question):
 @pytest.mark.parametrize("question", [q["question"] for q in _dev()] + [
     "Who is Dmitry Peskov?", "How much will the UK commit per year?", "Ukraine", "NATO Article 5"])
 def test_every_answer_obeys_the_citation_contract(seed_pipeline, question):
-    result = seed_pipeline.ask(question, 5).to_dict()
+    result = seed_pipeline.ask(question, 5).model_dump(mode="json", exclude_none=True)
     check_answer_contract(result, seed_pipeline)
     assert set(result) >= {"answer", "abstained", "generator", "citations", "passages", "timings_ms"}
     assert set(result["timings_ms"]) == {"retrieve", "generate", "total"}
@@ -93,13 +84,13 @@ def test_every_answer_obeys_the_citation_contract(seed_pipeline, question):
 
 def test_extractive_answer_respects_word_and_sentence_budget(make_seed_pipeline):
     pipeline = make_seed_pipeline(answer_max_sentences=1)
-    result = pipeline.ask("On what date did Hegseth visit the airbase in Poland?").to_dict()
+    result = pipeline.ask("On what date did Hegseth visit the airbase in Poland?").model_dump(mode="json", exclude_none=True)
     assert len(result["citations"]) == 1
     check_answer_contract(result, pipeline)
 
 
 def test_no_passages_means_abstention(seed_pipeline):
-    result = seed_pipeline.ask("What did Peskov say?", filters={"source": "nowhere/*"}).to_dict()
+    result = seed_pipeline.ask("What did Peskov say?", filters={"source": "nowhere/*"}).model_dump(mode="json", exclude_none=True)
     assert result["abstained"] and result["citations"] == [] and result["passages"] == []
 
 

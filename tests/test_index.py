@@ -12,7 +12,7 @@ import pytest
 
 from rag.documents import make_document
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from rag.index import CURRENT, load_index
+from rag.snapshot import CURRENT, load_index, save_index
 
 from support import SEEDS
 
@@ -61,7 +61,7 @@ def _snapshot(data_dir: Path) -> Path:
 def test_save_then_load_round_trips(seed_pipeline, tmp_path):
     index = seed_pipeline.index
     root = tmp_path / "copy"
-    snap = index.save(root)
+    snap = save_index(index, root)
     assert (root / CURRENT).read_text().strip() == snap.name
     loaded = load_index(root, seed_pipeline.index_config)
     assert len(loaded.documents) == len(index.documents) == 1
@@ -78,11 +78,11 @@ def test_save_then_load_round_trips(seed_pipeline, tmp_path):
 
 
 def test_a_loaded_index_saves_its_documents_byte_for_byte_and_reads_texts_on_demand(seed_pipeline, tmp_path):
-    first = seed_pipeline.index.save(tmp_path / "a")
+    first = save_index(seed_pipeline.index, tmp_path / "a")
     loaded = load_index(tmp_path / "a")
     (doc,) = loaded.documents
     assert doc.text == seed_pipeline.index.documents[0].text and doc.chars == len(doc.text)
-    second = loaded.save(tmp_path / "b")
+    second = save_index(loaded, tmp_path / "b")
     assert (second / "documents.jsonl").read_bytes() == (first / "documents.jsonl").read_bytes()
     assert (second / "chunks.faiss").read_bytes() == (first / "chunks.faiss").read_bytes()
 

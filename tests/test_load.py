@@ -4,11 +4,15 @@ asserted, never timing: no 5xx, every answer's citations quote the documents exa
 acknowledged write is readable afterwards (also from disk), every delete is gone."""
 from __future__ import annotations
 
+import pytest
+
 import random
 import shutil
 import threading
 
 import httpx
+
+pytestmark = pytest.mark.integration  # real servers under load, with the real model
 
 THREADS = 8
 REQUESTS_PER_THREAD = 25

@@ -10,7 +10,7 @@ from support import PESKOV_SENTENCE_START
 
 
 def test_rate_limit_answers_429_with_retry_after(make_seed_pipeline, serve_pipeline):
-    pipeline = make_seed_pipeline(rate_limit=0.5, rate_burst=3)
+    pipeline = make_seed_pipeline(rate_limit=0.001, rate_burst=3)  # no refill within the test
     with serve_pipeline(pipeline) as client:
         codes = [client.post("/search", json={"query": "Peskov"}).status_code for _ in range(5)]
         limited = client.post("/search", json={"query": "Peskov"})
@@ -29,7 +29,7 @@ def test_rate_limit_zero_turns_it_off(make_seed_pipeline, serve_pipeline):
 
 
 def test_overload_is_shed_with_503(make_seed_pipeline, serve_pipeline, llm):
-    llm.mode, llm.delay = "slow", 1.5
+    llm.mode = "hold"
     pipeline = make_seed_pipeline(max_inflight=2, rate_limit=0, openai_base_url=llm.base_url,
                                   openai_model="stand-in", openai_timeout_s=10)
     with serve_pipeline(pipeline) as client:
@@ -46,6 +46,7 @@ def test_overload_is_shed_with_503(make_seed_pipeline, serve_pipeline, llm):
         while len(llm.requests) < 2:  # both slow requests are inside the server
             threading.Event().wait(0.02)
         shed = client.post("/search", json={"query": "Peskov"})
+        llm.release.set()
         for w in workers:
             w.join()
         after = client.post("/search", json={"query": "Peskov"})

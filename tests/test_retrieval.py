@@ -34,7 +34,7 @@ def test_passages_carry_all_fields_and_ranks(seed_pipeline, mode):
     assert scores == sorted(scores, reverse=True)
     assert len({p.chunk_id for p in passages}) == 4
     for p in passages:
-        d = p.to_dict()
+        d = p.model_dump(mode="json", exclude_none=True)
         check_passage(d, seed_pipeline)
         assert d["source"].endswith(SEED_FILE)
         assert d["title"] == "Russia resists proposed Anglo-French peacekeeping plan in Ukraine"

@@ -2,15 +2,19 @@
 every measurement is there and consistent. No timing thresholds: those are the benchmark's numbers."""
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import json
 
 import numpy as np
 
 from eval.scale import PoolEmbedder, load_pool, synthetic_corpus
-from rag.cli import main
+from ragcli.main import main
 
 from support import REPO
+
+pytestmark = pytest.mark.integration  # the `rag` command in subprocesses, with the real model
 
 SQUAD = REPO.parent / "shared" / "data" / "squad-v1.1-dev.json.gz"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag.chunking import split_sentences
-from rag.index import load_index
+from rag.snapshot import load_index
 from rag.vectors import (EXACT_SUBSET_LIMIT, VectorIndexPolicy, as_ivf, build_vector_index, describe, nlist_for,
                          nprobe_for, read_vector_index, search, uses_ivf)
 
@@ -138,8 +138,8 @@ def test_pipeline_builds_ivf_beyond_the_threshold_and_answers_with_citations(tmp
     assert describe(pipeline.index.vectors)["type"] == "ivf-flat"
     result = pipeline.ask("Which NFL team represented the AFC at Super Bowl 50?")
     assert result.passages[0].source == "squad/Super_Bowl_50"
-    assert not result.answer.abstained
-    c = result.answer.citations[0]
+    assert not result.abstained
+    c = result.citations[0]
     assert pipeline.index.document(c.document_id).text[c.start:c.end] == c.text
     filtered = pipeline.search("Super Bowl 50", filters={"source": "squad/Super_Bowl_50"})
     assert filtered and all(p.source == "squad/Super_Bowl_50" for p in filtered)

@@ -8,9 +8,11 @@ from playwright.sync_api import Page, expect, sync_playwright
 from rag.documents import make_document
 from server.app import create_app
 
-from browser_support import (CHROMIUM, CHROMIUM_ARGS, RECORD_STREAM_JS, HostSite, artifacts_dir, free_port,
+from browser_support import (CHROMIUM, CHROMIUM_ARGS, RECORD_STREAM_JS, HostSite, artifacts_dir,
                              serve_on_port)
-from support import OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, running_server
+from support import OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, free_port, running_server
+
+pytestmark = pytest.mark.integration  # headless Chromium and the real model
 
 PESKOV = "What did Peskov say?"
 expect.set_options(timeout=20_000)  # waiting, not timing: generous for a cold, slow CI machine

@@ -7,9 +7,12 @@ numbered by first use, every citation is used, and each citation's `text` is exa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol, Sequence
+from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
 
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from ..conversation import Turn
 from ..index import Index
 from ..retrieval import Passage
 
@@ -19,42 +22,60 @@ _OPEN_MARKER_RE = re.compile(r"\[[\d\s,]*")  # what an unfinished marker can loo
 _SPACED_MARKER_RE = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
-@dataclass
-class Citation:
+class Citation(BaseModel):
     id: int
     chunk_id: str
     document_id: str
     source: str
     title: str
-    text: str
+    text: str = Field(description="Exactly the document's stored text[start:end].")
     start: int
     end: int
     score: float
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
-                "title": self.title, "text": self.text, "start": self.start, "end": self.end,
-                "score": round(float(self.score), 6)}
+    @field_serializer("score")
+    def _rounded(self, score: float) -> float:
+        return round(float(score), 6)
 
 
-@dataclass
-class Answer:
+class Fallback(BaseModel):
+    """Another generator failed and this one answered instead."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    from_: str = Field(alias="from", description="The generator that failed.")
+    reason: str
+
+
+class Answer(BaseModel):
     text: str
     abstained: bool
     generator: str
-    citations: list[Citation] = field(default_factory=list)
-    fallback: dict | None = None  # set when another generator failed and this one answered instead
+    citations: list[Citation] = Field(default_factory=list)
+    fallback: Fallback | None = None
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, question: str, passages: Sequence[Passage], index: Index) -> Answer: ...
+    def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
+                 query_vector: np.ndarray | None = None) -> Answer:
+        """`query_vector` is the question's embedding when the caller has it (embedded once per request)."""
+        ...
 
-    def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+    def astream(self, question: str, passages: Sequence[Passage], index: Index, *,
+                query_vector: np.ndarray | None = None) -> AsyncIterator[str | Answer]:
         """Answer text in pieces as it is produced, then the final `Answer` as the last item.
         Concatenated, the pieces equal the final answer's text unless it abstained."""
         ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Rewriter(Protocol):
+    """A generator that can also rewrite a follow-up into a standalone question (an LLM)."""
+
+    def rewrite(self, question: str, history: Sequence[Turn]) -> str: ...
 
 
 def abstain(generator: str) -> Answer:

@@ -49,7 +49,8 @@ class ExtractiveGenerator:
         self.embedder = embedder
         self.config = config
 
-    def score_sentences(self, question: str, passages: Sequence[Passage], index: Index) -> list[ScoredSentence]:
+    def score_sentences(self, question: str, passages: Sequence[Passage], index: Index, *,
+                        query_vector: np.ndarray | None = None) -> list[ScoredSentence]:
         rows: list[int] = []
         owners: list[Passage] = []
         seen: set[int] = set()
@@ -62,7 +63,7 @@ class ExtractiveGenerator:
                     owners.append(p)
         if not rows:
             return []
-        q = self.embedder.encode_query(question)
+        q = self.embedder.encode_query(question) if query_vector is None else query_vector
         dense = index.sentence_matrix(rows) @ q
         spans = index.sentences[rows]
         q_terms = set(tokenize([question])[0])
@@ -78,8 +79,10 @@ class ExtractiveGenerator:
         return [ScoredSentence(row=r, passage=p, start=int(a), end=int(b), score=float(s))
                 for r, p, (_, a, b), s in zip(rows, owners, spans.tolist(), score)]
 
-    def generate(self, question: str, passages: Sequence[Passage], index: Index) -> Answer:
-        scored = sorted(self.score_sentences(question, passages, index), key=lambda s: -s.score)
+    def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
+                 query_vector: np.ndarray | None = None) -> Answer:
+        scored = sorted(self.score_sentences(question, passages, index, query_vector=query_vector),
+                        key=lambda s: -s.score)
         c = self.config
         if not scored or scored[0].score < c.abstain_threshold:
             return abstain(self.name)
@@ -101,14 +104,18 @@ class ExtractiveGenerator:
             parts.append(f"{quote} [{i}]")
         return Answer(text=" ".join(parts), abstained=False, generator=self.name, citations=citations)
 
-
-    async def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+    async def astream(self, question: str, passages: Sequence[Passage], index: Index, *,
+                      query_vector: np.ndarray | None = None) -> AsyncIterator[str | Answer]:
         from anyio import to_thread
 
-        answer = await to_thread.run_sync(self.generate, question, passages, index)
+        answer = await to_thread.run_sync(lambda: self.generate(question, passages, index, query_vector=query_vector))
         for piece in text_pieces(answer.text):
             yield piece
         yield answer
+
+
+    def close(self) -> None:
+        """Nothing to release: the embedder belongs to the pipeline."""
 
 
 def _words(index: Index, s: ScoredSentence) -> int:

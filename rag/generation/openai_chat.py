@@ -19,7 +19,8 @@ from typing import AsyncIterator, Sequence
 import httpx
 
 from ..conversation import Turn
-from ..errors import UpstreamError
+from ..errors import (UpstreamConnectError, UpstreamError, UpstreamPayloadError, UpstreamStatusError,
+                      UpstreamTimeoutError)
 from ..index import Index
 from ..retrieval import Passage
 from . import ABSTAIN_TEXT, Answer, Citation, MarkerRenumberer
@@ -101,14 +102,14 @@ class OpenAIChatGenerator:
     def _failure(self, exc: Exception) -> UpstreamError:
         log.warning("LLM server call failed: %s: %s", type(exc).__name__, exc)
         if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(f"LLM server timed out ({type(exc).__name__})", timeout=True)
-        return UpstreamError(f"LLM server unreachable ({type(exc).__name__})")
+            return UpstreamTimeoutError(f"LLM server timed out ({type(exc).__name__})")
+        return UpstreamConnectError(f"LLM server unreachable ({type(exc).__name__})")
 
     @staticmethod
     def _status_error(status: int, body: str) -> UpstreamError:
         # The body can carry account details (a masked key, an organisation): logged, never returned.
         log.warning("LLM server answered HTTP %s: %s", status, body[:500])
-        return UpstreamError(f"LLM server answered HTTP {status}", status=status)
+        return UpstreamStatusError(f"LLM server answered HTTP {status}", status)
 
     def complete(self, messages: list[dict]) -> str:
         """One chat completion, retried with backoff on connection errors, 429 and 5xx."""
@@ -124,7 +125,7 @@ class OpenAIChatGenerator:
                 response = self._client.post("/chat/completions", json=self._payload(messages, False))
             except httpx.HTTPError as exc:
                 error = self._failure(exc)
-                if error.timeout or attempt == self.config.max_retries:
+                if isinstance(error, UpstreamTimeoutError) or attempt == self.config.max_retries:
                     raise self._failed(error) from exc
                 time.sleep(retry_delay(attempt, None))
                 continue
@@ -137,7 +138,7 @@ class OpenAIChatGenerator:
                 content = str(response.json()["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 log.warning("LLM server sent an unexpected payload: %s", response.text[:500])
-                raise self._failed(UpstreamError("LLM server sent an unexpected payload", reason="payload")) from exc
+                raise self._failed(UpstreamPayloadError("LLM server sent an unexpected payload")) from exc
             self.breaker.record_success()
             return content
         raise AssertionError("unreachable")
@@ -155,7 +156,8 @@ class OpenAIChatGenerator:
         self.breaker.record_failure()
         return error
 
-    def generate(self, question: str, passages: Sequence[Passage], index: Index) -> Answer:
+    def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
+                 query_vector=None) -> Answer:
         if not passages:
             return Answer(text=ABSTAIN_TEXT, abstained=True, generator=self.name)
         return cite(self.complete(build_messages(question, passages)), passages, self.name)
@@ -167,7 +169,8 @@ class OpenAIChatGenerator:
         query = self.complete(messages).strip().strip('"').strip()
         return query or question
 
-    async def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:
+    async def astream(self, question: str, passages: Sequence[Passage], index: Index, *,
+                      query_vector=None) -> AsyncIterator[str | Answer]:
         """Relay tokens as the server sends them (markers renumbered on the fly). Leaving the
         iteration early (a client that went away) closes the upstream connection."""
         if not passages:
@@ -213,13 +216,11 @@ class OpenAIChatGenerator:
                                 text.append(piece)
                                 yield piece
                 break
-            except UpstreamError as exc:
-                if exc.reason == "payload":  # a bad stream chunk: count it, it was not counted yet
-                    raise self._failed(exc) from exc
-                raise
+            except UpstreamPayloadError as exc:  # a bad stream chunk: count it, it was not counted yet
+                raise self._failed(exc) from exc
             except httpx.HTTPError as exc:
                 error = self._failure(exc)
-                if raw or error.timeout or attempt == self.config.max_retries:
+                if raw or isinstance(error, UpstreamTimeoutError) or attempt == self.config.max_retries:
                     raise self._failed(error) from exc
                 await asyncio.sleep(retry_delay(attempt, None))
         self.breaker.record_success()
@@ -243,4 +244,4 @@ def _sse_delta(line: str):
         return (chunk["choices"][0].get("delta") or {}).get("content") or None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         log.warning("LLM server sent an unexpected stream chunk: %s", data[:500])
-        raise UpstreamError("LLM server sent an unexpected stream chunk", reason="payload") from exc
+        raise UpstreamPayloadError("LLM server sent an unexpected stream chunk") from exc

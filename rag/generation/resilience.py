@@ -4,15 +4,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-from ..errors import UpstreamError
-
-
-class CircuitOpenError(UpstreamError):
-    """The breaker is open: the upstream failed repeatedly, so it is not called for a while."""
-
-    def __init__(self, message: str):
-        super().__init__(message, reason="circuit_open")
+from ..errors import CircuitOpenError
 
 
 @dataclass
@@ -22,6 +16,7 @@ class CircuitBreaker:
 
     threshold: int = 5
     cooldown_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic  # injectable, so tests need not sleep
 
     def __post_init__(self) -> None:
         if self.threshold < 1:
@@ -36,13 +31,13 @@ class CircuitBreaker:
         with self._lock:
             if self._opened_at is None:
                 return "closed"
-            return "half-open" if time.monotonic() - self._opened_at >= self.cooldown_s else "open"
+            return "half-open" if self.clock() - self._opened_at >= self.cooldown_s else "open"
 
     def before_call(self) -> None:
         with self._lock:
             if self._opened_at is None:
                 return
-            if time.monotonic() - self._opened_at < self.cooldown_s or self._trial_running:
+            if self.clock() - self._opened_at < self.cooldown_s or self._trial_running:
                 raise CircuitOpenError(f"LLM server failed {self._failures} times in a row; "
                                        f"not calling it for up to {self.cooldown_s:g}s")
             self._trial_running = True
@@ -61,7 +56,7 @@ class CircuitBreaker:
             self._failures += 1
             self._trial_running = False
             if self._failures >= self.threshold:
-                self._opened_at = time.monotonic()
+                self._opened_at = self.clock()
 
 
 def retry_delay(attempt: int, retry_after: str | None, base_s: float = 0.25, cap_s: float = 4.0) -> float:

@@ -1,0 +1,156 @@
+"""The index store and ingest with the stand-in embedder (fast tier): writes, deletes, an empty
+corpus, removal by a stable identity, readers that never wait for writers, a bounded write queue,
+and a question embedded once per request."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from rag.documents import make_document
+from rag.errors import DocumentNotFoundError, UnavailableError
+from rag.store import DiskState
+
+DOCS = [make_document("The harbour of Valdera was rebuilt in 1887 after a storm.", source="a.txt", id="a"),
+        make_document("Cats sleep for most of the day and hunt at night.", source="b.txt", id="b")]
+
+
+def test_put_is_visible_durable_and_reports_outcomes(fake_pipeline, tmp_path):
+    p = fake_pipeline()
+    p.ingest_documents([DOCS[0]])
+    assert p.put_documents([DOCS[1], DOCS[0]]) == ["added", "unchanged"]
+    assert p.search("when was the harbour rebuilt", 1)[0].document_id == "a"
+    reopened = fake_pipeline(p.settings.data_dir)
+    reopened.load(build_from_seeds=False)
+    assert sorted(d.id for d in reopened.index.documents) == ["a", "b"]
+
+
+def test_deleting_the_last_document_leaves_a_normal_empty_corpus(fake_pipeline):
+    p = fake_pipeline()
+    p.ingest_documents([DOCS[0]])
+    p.delete_document("a")
+    assert p.index.documents == [] and len(p.index.chunks) == 0
+    assert p.search("harbour") == []
+    result = p.ask("When was the harbour rebuilt?")
+    assert result.abstained and result.citations == []
+    with pytest.raises(DocumentNotFoundError):
+        p.delete_document("a")
+    p.compact()  # a snapshot of the empty corpus saves and loads
+    reopened = fake_pipeline(p.settings.data_dir)
+    reopened.load(build_from_seeds=False)
+    assert reopened.index.documents == []
+
+
+def test_ingest_removes_only_files_gone_from_the_directories_named(fake_pipeline, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.txt").write_text("Alpha text about harbours.")
+    (corpus / "sub" / "b.txt").write_text("Beta text about cats.")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("Gamma text about trains.")
+    p = fake_pipeline()
+    monkeypatch.chdir(corpus)
+    first = p.ingest(["."])
+    assert first.added == 2
+    p.put_documents([make_document("An API document.", source="notes", id="api-doc")])
+    p.ingest([elsewhere])
+    (corpus / "sub" / "b.txt").unlink()
+    report = p.ingest(["."])
+    # Only the file under "." that is gone goes; the API document and the file from elsewhere stay.
+    assert report.removed == ["sub/b.txt"] and report.unchanged == 1
+    assert sorted(d.source for d in p.index.documents) == sorted(["a.txt", "notes", elsewhere.as_posix()])
+    # The same file from another working directory is the same document (its absolute path is its identity).
+    monkeypatch.chdir(tmp_path)
+    again = p.ingest(["corpus"])
+    assert (again.added, again.removed) == (0, [])
+    assert len(p.index.documents) == 3
+
+
+def test_reads_never_wait_for_a_writer(fake_pipeline, tmp_path):
+    p = fake_pipeline()
+    p.ingest_documents(DOCS)
+    store = p.store
+    store.refresh_interval_s = 0.0
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with store.exclusive():
+            entered.set()
+            release.wait(10)
+
+    other = fake_pipeline(p.settings.data_dir)  # another process's writer, to queue behind ours
+    other.load(build_from_seeds=False)
+    writer = threading.Thread(target=hold_the_lock)
+    writer.start()
+    assert entered.wait(10)
+    try:
+        queued = threading.Thread(target=other.put_documents,
+                                  args=([make_document("A third document on trains.", source="c.txt", id="c")],))
+        queued.start()
+        store._seen = DiskState("as if another process wrote", -1)  # the disk looks changed to readers
+        done = threading.Event()
+        threading.Thread(target=lambda: (p.search("cats"), done.set())).start()
+        assert done.wait(5), "a read waited for the writer"
+        assert p.index.document("c") is None
+    finally:
+        release.set()
+        writer.join()
+    queued.join(10)
+    p.search("cats")  # the lock is free again: the next read picks up the other writer's change
+    assert p.index.document("c") is not None
+
+
+def test_writes_beyond_the_queue_bound_are_refused_at_once(fake_pipeline):
+    p = fake_pipeline(max_queued_writes=0)
+    p.ingest_documents(DOCS)
+    entered, release = threading.Event(), threading.Event()
+    original = p.store.builder
+
+    def slow_builder(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    p.store.builder = slow_builder
+    t = threading.Thread(target=p.put_documents, args=([make_document("slow one", source="s", id="s")],))
+    t.start()
+    assert entered.wait(10)
+    try:
+        with pytest.raises(UnavailableError, match="too many writes"):
+            p.put_documents([make_document("second", source="t", id="t")])
+        assert p.search("cats", 1)[0].document_id == "b"  # reads go on meanwhile
+    finally:
+        release.set()
+        t.join()
+    p.store.builder = original
+    assert p.put_documents([make_document("second", source="t", id="t")]) == ["added"]
+
+
+def test_a_question_is_embedded_once_per_request(fake_pipeline):
+    p = fake_pipeline()
+    p.ingest_documents(DOCS)
+    embedder = p.embedder
+    before = embedder.calls
+    p.ask("When was the harbour of Valdera rebuilt?")
+    assert embedder.calls - before == 1
+    before = embedder.calls
+    p.search("cats at night", mode="lexical")
+    assert embedder.calls == before  # lexical search needs no embedding
+
+
+def test_per_call_arguments_override_settings(fake_pipeline):
+    p = fake_pipeline(top_k=1)
+    p.ingest_documents(DOCS)
+    assert len(p.search("text")) == 1  # RAG_TOP_K
+    assert len(p.search("text", top_k=2)) == 2
+
+
+def test_the_pipeline_closes_what_it_made(fake_pipeline):
+    p = fake_pipeline()
+    p.ingest_documents(DOCS)
+    llm = p.generators.get("openai")
+    with p:
+        pass
+    assert llm._client.is_closed
+    assert os.path.exists(p.settings.index_dir / "CURRENT")
