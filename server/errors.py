@@ -47,18 +47,22 @@ def _describe(errors: list[dict]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-_OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "server_error",
-                 504: "timeout_error", 500: "server_error"}
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+                 502: "upstream_error", 503: "server_error", 504: "timeout_error", 500: "server_error"}
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict:
+    """`{"detail": ...}` on our own API; OpenAI's error object under /v1/ so its clients understand it.
+    Routes and the ASGI middlewares (size limit, rate limit, host check) all answer through this."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                          "param": None, "code": code}}
+    return {"detail": message}
 
 
 def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
-    """`{"detail": ...}` on our own API; OpenAI's error object under /v1/ so its clients understand it."""
-    if request.url.path.startswith("/v1/"):
-        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
-                          "param": None, "code": code}}
-        return JSONResponse(body, status_code=status)
-    return JSONResponse({"detail": message}, status_code=status)
+    return JSONResponse(error_body(request.url.path, status, message, code), status_code=status)
 
 
 def install(app: FastAPI) -> None:
@@ -94,8 +98,10 @@ def install(app: FastAPI) -> None:
 # Statuses any API operation may answer, documented on every operation so that the OpenAPI schema
 # tells the truth (the fuzz tests check responses against it).
 _DOCUMENTED = {
-    "401": "Missing or invalid API key", "408": "Request body not received in time", "403": "Writes disabled", "404": "Not found",
-    "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
+    "401": "Missing or invalid API key", "408": "Request body not received in time",
+    "403": "Writes disabled, or a keyless write from another site or through a proxy", "404": "Not found",
+    "413": "Over a size limit", "415": "Unsupported media type", "421": "Host not served here",
+    "422": "Invalid input",
     "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading or overloaded",
     "504": "LLM server timed out",
 }
