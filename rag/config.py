@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from enum import Enum
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -170,7 +170,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
         return value
 
-    @cached_property
+    @property
     def loopback_only(self) -> bool:
         """Whether the bind address reaches this machine only: an IP literal must be a loopback address;
         a name must resolve, and every address it resolves to must be loopback ('127.evil.com' is a name)."""
@@ -207,6 +207,7 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=32)  # keyed by configured bind hosts only: a name is resolved once, not per request
 def host_is_loopback(host: str) -> bool:
     """True when every address `host` stands for is a loopback address. Names are resolved (a name
     that does not resolve is not loopback); '' and wildcard addresses listen everywhere."""

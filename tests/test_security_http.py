@@ -266,6 +266,42 @@ def test_lone_surrogates_get_the_same_422_on_every_route(serve):
     assert not planted(client, "s1") and not planted(client, "s2")
 
 
+def pdf_with_text_mapped_to(code_point: str) -> bytes:
+    """A one-page PDF whose font's ToUnicode map turns the glyph "B" into `code_point` (hex)."""
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Custom def /CMapType 2 def\n"
+            b"1 begincodespacerange <00> <FF> endcodespacerange\n"
+            b"2 beginbfchar <41> <0041> <42> <" + code_point.encode() + b"> endbfchar\n"
+            b"endcmap CMapName currentdict /CMap defineresource pop end end")
+    content = b"BT /F1 12 Tf 72 720 Td (AB lighthouse) Tj ET"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+               b"<< /Length %d >>\nstream\n%s\nendstream" % (len(cmap), cmap)]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_an_upload_whose_text_decodes_to_a_lone_surrogate_is_refused(serve):
+    client = serve()
+    r = client.post("/documents", files={"file": ("bad.pdf", pdf_with_text_mapped_to("D800"), "application/pdf")},
+                    data={"id": "bad-pdf"})
+    assert r.status_code == 422 and "lone surrogate" in r.json()["detail"], r.text
+    assert not planted(client, "bad-pdf")
+    r = client.post("/documents", files={"file": ("good.pdf", pdf_with_text_mapped_to("0042"), "application/pdf")},
+                    data={"id": "good-pdf"})
+    assert r.status_code == 201, r.text
+    assert client.get("/documents/good-pdf").json()["text"].startswith("AB lighthouse")
+
+
 # -- 13. strict booleans, OpenAI error objects, metric labels, slow headers -----------------------
 def test_stream_must_be_a_json_boolean(api):
     for value in ("yes", "true", 1, "1"):
