@@ -1,8 +1,11 @@
 """All configuration in one settings object, read from `RAG_*` environment variables."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -115,6 +118,17 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names clients may use to reach the server (comma-separated; `*.example.com` for "
+                    "subdomains, `*` for any). IP literals, localhost and the bind host are always allowed; "
+                    "other names are refused (DNS rebinding).")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of reverse proxies whose X-Forwarded-For is believed (comma-separated); "
+                    "none by default.")
+    header_timeout_s: float = Field(10.0, gt=0, le=600,
+                                    description="Seconds a connection may take to send a request's headers.")
     max_question_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
@@ -132,9 +146,47 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        if isinstance(value, str):
+            value = value.split(",")
+        return [h.strip().lower() for h in value if h.strip()] if isinstance(value, list) else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host == "*":
+                continue
+            name = host[2:] if host.startswith("*.") else host
+            if not name or "*" in name or "/" in name or (":" in name and not _is_ip(name.strip("[]"))):
+                raise ValueError(f"allowed_hosts: {host!r} is not a host name (no scheme or port; "
+                                 f"`*.example.com` for subdomains, `*` for any)")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value):
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
+        return value
+
     @property
     def loopback_only(self) -> bool:
-        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+        """Whether the bind address reaches this machine only: an IP literal must be a loopback address;
+        a name must resolve, and every address it resolves to must be loopback ('127.evil.com' is a name)."""
+        return host_is_loopback(self.host)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -143,6 +195,9 @@ class Settings(BaseSettings):
                              f"{self.dense_weight} + {self.sentence_weight}")
         if self.generator not in ("extractive", "openai"):
             raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
+        if self.protect_reads and not self.api_keys:
+            raise ValueError("RAG_PROTECT_READS=true needs at least one key in RAG_API_KEYS: without keys, "
+                             "reads could not be protected (set RAG_API_KEYS, or unset RAG_PROTECT_READS)")
         return self
 
     @property
@@ -154,3 +209,30 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=32)  # keyed by configured bind hosts only: a name is resolved once, not per request
+def host_is_loopback(host: str) -> bool:
+    """True when every address `host` stands for is a loopback address. Names are resolved (a name
+    that does not resolve is not loopback); '' and wildcard addresses listen everywhere."""
+    literal = host.strip("[]")
+    try:
+        return ipaddress.ip_address(literal).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0].split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)

@@ -67,12 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.observability import configure_logging
+    from server.serving import uvicorn_options
 
     settings = _settings(args)
     configure_logging(settings.log_json, args.log_level)
     app = create_app(settings=settings)
     # Our own access log carries request ids; uvicorn's would duplicate it.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(app, **uvicorn_options(settings, log_level=args.log_level, access_log=False))
     return 0
 
 

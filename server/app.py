@@ -21,8 +21,11 @@ from . import documents_api, errors, openai_api
 from .auth import require_read
 from .errors import responses
 from .guard import Guard
+from .hosts import HostCheck
 from .limits import BodySizeLimit
 from .observability import Metrics, RequestContext
+from .origin import CLIENT_HEADERS
+from .proxies import ClientAddress
 from .schemas import AskRequest, ErrorBody, SearchRequest
 from .sse import STREAM_HEADERS, answer_frames
 
@@ -63,7 +66,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         s = pipeline.settings
         if not s.api_keys:
             log.warning("no RAG_API_KEYS set: document writes are %s",
-                        "allowed from this machine only (bound to loopback)" if s.loopback_only
+                        "allowed from this machine only (bound to loopback; not through proxies, not from "
+                        "other sites' pages)" if s.loopback_only
                         else "disabled, since the server listens beyond loopback")
         if load_in_background:
             threading.Thread(target=load, name="index-loader", daemon=True).start()
@@ -135,16 +139,18 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     openai_api.register(app, pipeline, metrics)
     documents_api.register(app, pipeline, metrics)
     s = pipeline.settings
-    # Added innermost first: request context -> CORS -> body limit -> rate limit / shedding -> routes.
-    # The body is read (bounded in size and time) before a request takes an in-flight slot, so slow
-    # senders cannot hold the slots.
+    # Added innermost first: client address -> request context -> Host check -> CORS -> body limit
+    # (size, JSON depth and encoding) -> rate limit / shedding -> routes. The body is read (bounded in
+    # size and time) before a request takes an in-flight slot, so slow senders cannot hold the slots.
     app.add_middleware(Guard, rate=s.rate_limit, burst=s.rate_burst, max_inflight=s.max_inflight, metrics=metrics)
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes, upload_bytes=s.max_upload_bytes)
     # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
     app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,
                        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                       allow_headers=["content-type", "authorization", "x-request-id"],
+                       allow_headers=["content-type", "authorization", "x-request-id", *CLIENT_HEADERS],
                        expose_headers=["x-request-id", "retry-after"], max_age=600)
+    app.add_middleware(HostCheck, allowed_hosts=s.allowed_hosts, bind_host=s.host)
     app.add_middleware(RequestContext, metrics=metrics)
+    app.add_middleware(ClientAddress, trusted_proxies=s.trusted_proxies)
     errors.document_errors(app)
     return app

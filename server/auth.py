@@ -1,13 +1,24 @@
-"""API keys: `Authorization: Bearer <key>`, compared in constant time. Keys never reach the logs."""
+"""Who may read and write.
+
+With API keys (`Authorization: Bearer <key>`, compared in constant time, never logged): writes need
+a key, and reads too with RAG_PROTECT_READS. Without keys, writes are taken only when the server
+listens on loopback, the connection comes straight from this machine (no proxy in between, whatever
+the forwarded headers say), and, for requests from a browser, from this server's own pages or a
+listed origin, never cross-site (see origin.py). docs/security.md describes the whole model.
+"""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 from fastapi import Request
 
 from rag.config import Settings
 
 from rag.errors import ForbiddenError, UnauthorizedError
+
+from .origin import keyless_write_refusal
+from .proxies import is_relayed, peer_address
 
 
 def _presented_key(request: Request) -> str | None:
@@ -32,8 +43,23 @@ def require_write(settings: Settings):
                 raise UnauthorizedError("missing or invalid API key")
         elif not settings.loopback_only:
             raise ForbiddenError("writes are disabled: set RAG_API_KEYS to allow them on a public address")
+        else:
+            if is_relayed(request.scope) or not _is_loopback(peer_address(request.scope)):
+                raise ForbiddenError("writes without an API key are taken only from this machine directly, "
+                                          "not through a proxy: set RAG_API_KEYS to allow them")
+            reason = keyless_write_refusal(request.headers, request.method, request.url.scheme,
+                                           settings.cors_origins)
+            if reason is not None:
+                raise ForbiddenError(reason)
 
     return check
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def require_read(settings: Settings):

@@ -23,7 +23,7 @@ from rag.pipeline import Pipeline
 
 from .auth import require_read, require_write
 from .errors import responses
-from .schemas import Text
+from .schemas import Text, require_storable
 
 DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#@+=-]*$")]
 UPLOAD_TYPES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
@@ -205,6 +205,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
                          **responses(401, 403, 413, 415, 422, 503, 507)})
     async def add_documents(request: Request, response: Response) -> dict:
         docs = await _documents_from_request(request, settings)
+        for doc in docs:  # text from uploads and form fields, held to the rule JSON bodies meet at the door
+            require_storable(doc)
         outcomes = await run_in_threadpool(pipeline.put_documents, docs)
         for outcome in outcomes:
             metrics.writes.labels(outcome).inc()

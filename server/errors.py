@@ -36,18 +36,22 @@ def _describe(errors: list[dict]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-_OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "server_error",
-                 504: "timeout_error", 500: "server_error"}
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+                 502: "upstream_error", 503: "server_error", 504: "timeout_error", 500: "server_error"}
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict:
+    """`{"detail": ...}` on our own API; OpenAI's error object under /v1/ so its clients understand it.
+    Routes and the ASGI middlewares (size limit, rate limit, host check) all answer through this."""
+    if path.startswith("/v1/"):
+        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                          "param": None, "code": code}}
+    return {"detail": message}
 
 
 def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
-    """`{"detail": ...}` on our own API; OpenAI's error object under /v1/ so its clients understand it."""
-    if request.url.path.startswith("/v1/"):
-        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
-                          "param": None, "code": code}}
-        return JSONResponse(body, status_code=status)
-    return JSONResponse({"detail": message}, status_code=status)
+    return JSONResponse(error_body(request.url.path, status, message, code), status_code=status)
 
 
 def install(app: FastAPI) -> None:
@@ -81,14 +85,16 @@ def install(app: FastAPI) -> None:
 
 
 DESCRIPTIONS = {
-    400: "Host not allowed", 401: "Missing or invalid API key", 403: "Not allowed (writes disabled, cross-site)",
-    404: "Not found", 408: "Request body not received in time", 413: "Over a size limit",
-    415: "Unsupported media type", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
+    400: "Malformed request (a Host header that is not a host name)", 401: "Missing or invalid API key",
+    403: "Writes disabled, or a keyless write from another site or through a proxy", 404: "Not found",
+    408: "Request body not received in time", 413: "Over a size limit", 415: "Unsupported media type",
+    421: "Host not served here", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
     502: "LLM server failed", 503: "Loading, overloaded or storage unavailable (see Retry-After)",
     504: "LLM server timed out", 507: "Insufficient storage: the write was not made",
 }
-# What the middleware in front of every API route can answer (body limit, rate limit, shedding).
-MIDDLEWARE_STATUSES = (408, 413, 429, 503)
+# What the middleware in front of every API route can answer: the Host check (400, 421), the body
+# limit and JSON bounds (408, 413, 422), rate limiting and shedding (429, 503).
+MIDDLEWARE_STATUSES = (400, 408, 413, 421, 422, 429, 503)
 
 
 def responses(*statuses: int) -> dict:

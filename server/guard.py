@@ -1,11 +1,15 @@
 """Per-client rate limiting (token bucket, 429 + Retry-After) and load shedding (503 + Retry-After)
-for the API routes, so overload is refused quickly instead of queueing without bound."""
+for the API routes, so overload is refused quickly instead of queueing without bound.
+
+The client is `scope["client"]`: the TCP peer, or the address a trusted proxy forwarded (see
+proxies.ClientAddress); a client cannot pick its own bucket by sending X-Forwarded-For."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Callable
+
+from .limits import send_error
 
 API_PREFIXES = ("/ask", "/search", "/documents", "/v1/")
 
@@ -56,21 +60,17 @@ class Guard:
             client = (scope.get("client") or ("unknown", 0))[0]
             wait = self._take(client)
             if wait > 0:
-                return await self._refuse(send, 429, "rate limited: too many requests from this client",
+                return await self._refuse(scope, send, 429, "rate limited: too many requests from this client",
                                           math.ceil(wait), "rate_limited")
         if self.inflight >= self.max_inflight:
-            return await self._refuse(send, 503, "server is overloaded; retry shortly", 1, "overloaded")
+            return await self._refuse(scope, send, 503, "server is overloaded; retry shortly", 1, "overloaded")
         self.inflight += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
 
-    async def _refuse(self, send, status: int, detail: str, retry_after: int, reason: str) -> None:
+    async def _refuse(self, scope, send, status: int, detail: str, retry_after: int, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(max(1, retry_after)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, scope["path"], status, detail, [(b"retry-after", str(max(1, retry_after)).encode())])

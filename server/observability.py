@@ -15,6 +15,13 @@ import uuid
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .proxies import PEER_KEY
+
+# Label values come from a fixed set, so a client cannot add Prometheus series: unknown methods and
+# paths that match no route are counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+STATIC_PATHS = frozenset({"/", "/widget.js"})
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("rag.access")
@@ -100,6 +107,18 @@ class _PipelineCollector:
         yield circuit
 
 
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+def route_label(scope) -> str:
+    """The matched route's path template (a fixed set), "static", or "other"."""
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    return "static" if scope["path"] in STATIC_PATHS else "other"
+
+
 class RequestContext:
     """ASGI middleware: request id, access log line and request metrics."""
 
@@ -126,12 +145,14 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            label = getattr(route, "path", None) or ("static" if scope["path"] in ("/", "/widget.js") else "unmatched")
-            self.metrics.requests.labels(label, scope["method"], str(status["code"])).inc()
+            label = route_label(scope)
+            self.metrics.requests.labels(label, method_label(scope["method"]), str(status["code"])).inc()
             self.metrics.latency.labels(label).observe(elapsed)
             client = scope.get("client") or ("-", 0)
-            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra={"fields": {
-                "method": scope["method"], "path": scope["path"], "status": status["code"],
-                "duration_ms": round(elapsed * 1000, 2), "client": client[0]}})
+            fields = {"method": scope["method"][:16], "path": scope["path"], "status": status["code"],
+                      "duration_ms": round(elapsed * 1000, 2), "client": client[0]}
+            peer = scope.get(PEER_KEY)
+            if peer and peer[0] != client[0]:  # forwarded by a trusted proxy: record the hop too
+                fields["proxy"] = peer[0]
+            access_log.info("%s %s %s", fields["method"], scope["path"], status["code"], extra={"fields": fields})
             request_id_var.reset(token)

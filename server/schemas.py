@@ -1,22 +1,41 @@
 """Request and response schemas of the HTTP API (the design's contract)."""
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rag.config import RetrievalMode
+from rag.errors import InvalidInputError
+
+LONE_SURROGATE = "contains an invalid Unicode character (a lone surrogate)"
+
 
 def _encodable(value: str) -> str:
-    """Refuse strings JSON allows but UTF-8 cannot carry (lone surrogates such as "\\ud800")."""
+    """Refuse strings JSON allows but UTF-8 cannot carry (lone surrogates such as "\\ud800").
+
+    JSON bodies are checked once for every route before parsing (server/jsonbounds.py); this is the
+    same rule for text that arrives another way (form fields, text extracted from uploaded files)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("contains an invalid Unicode character (a lone surrogate)") from None
+        raise ValueError(LONE_SURROGATE) from None
     return value
 
 
+def require_storable(doc) -> None:
+    """422 (InvalidInputError) for a document whose text, title, source or metadata UTF-8 cannot store."""
+    for what, value in (("text", doc.text), ("title", doc.title), ("source", doc.source),
+                        ("metadata", json.dumps(doc.metadata, ensure_ascii=False))):
+        try:
+            _encodable(value)
+        except ValueError:
+            raise InvalidInputError(f"document {what} {LONE_SURROGATE}") from None
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+StrictBool = Annotated[bool, Field(strict=True)]  # JSON true/false only: "yes", 1 and "true" are refused
 TopK = Annotated[int, Field(strict=True, ge=1, le=50, description="How many passages to retrieve (1-50).")]
 
 
@@ -39,7 +58,7 @@ class AskRequest(BaseModel):
     generator: str | None = Field(None, description="`extractive` (default) or `openai`.")
     filters: Filters | None = None
     mode: RetrievalMode | None = Field(None, description="Retrieval mode; hybrid by default.")
-    stream: bool = Field(False, description="Answer as Server-Sent Events (passages, delta..., citations, done).")
+    stream: StrictBool = Field(False, description="Answer as Server-Sent Events (passages, delta..., citations, done).")
     history: list[Message] = Field(default_factory=list, max_length=50,
                                    description="Earlier turns, oldest first; the server keeps no conversation state.")
 
@@ -113,7 +132,7 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=100)
-    stream: bool = False
+    stream: StrictBool = False
 
 
 class OpenAIErrorDetail(BaseModel):

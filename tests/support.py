@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from server.serving import uvicorn_config
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 DEV_QA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_dev_qa.jsonl"
@@ -43,7 +45,7 @@ def running_server(app, port: int = 0) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn_config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
