@@ -93,7 +93,7 @@ def _onnx_dir(cache_dir: Path, model: str, backend: str) -> Path:
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (or any sentence-transformers model) on the CPU, loaded once."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "onnx", batch_size: int = 64, threads: int = 1,
+    def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "onnx", batch_size: int = 64, threads: int = 0,
                  cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0, got {batch_size}")
@@ -117,7 +117,11 @@ class SentenceTransformerEmbedder:
         # What was loaded: the exported ONNX directory, or the model's own (benchmarks load it bare).
         self.model_dir = self._exported(path) if backend != "torch" else path
         self._dimension = int(self._query_model.get_embedding_dimension())
-        self._workers = query_workers or (available_cpus() if backend != "torch" else 1)
+        # Concurrent model calls for questions: as many as the CPUs allow at `threads` each. With every
+        # CPU in one call (the default), a lone question uses them all and questions arriving meanwhile
+        # share the next call as one batch.
+        per_call = threads if threads > 0 else available_cpus()
+        self._workers = query_workers or (max(1, available_cpus() // per_call) if backend != "torch" else 1)
         self._active = 0  # model calls for queries running now
         self._pending: list[tuple[str, Future]] = []
         self._batch_lock = threading.Lock()

@@ -57,6 +57,12 @@ class ChunkTable(Sequence[Chunk]):
     def __len__(self) -> int:
         return len(self._doc_row)
 
+    def locate(self, row: int) -> tuple[str, int, int, int]:
+        """A chunk's id, document row, start and end: what a passage needs, without its sentences."""
+        doc_row = int(self._doc_row[row])
+        start, end = self._bounds[row].tolist()
+        return f"{self._documents[doc_row].id}:{row - int(self._first[doc_row])}", doc_row, start, end
+
     def __getitem__(self, row):  # type: ignore[override]
         if isinstance(row, slice):
             return [self[i] for i in range(*row.indices(len(self)))]
@@ -72,8 +78,6 @@ class ChunkTable(Sequence[Chunk]):
         spans = tuple(Span(int(a), int(b)) for _, a, b in np.asarray(self._sentences[s0:s1]).tolist())
         return Chunk(id=f"{doc.id}:{row - int(self._first[doc_row])}", document_id=doc.id, start=start, end=end,
                      text=doc.text[start:end], sentences=spans)
-
-
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,10 @@ class Retriever:
             ranked = self._fuse(index, q, dense, lexical_all, k)
         passages = []
         for rank, (row, score) in enumerate(ranked[:top_k], start=1):
-            c = index.chunks[row]
-            doc = index.documents[index.chunk_doc_row[row]]
-            passages.append(Passage(chunk_id=c.id, document_id=c.document_id, source=doc.source, title=doc.title,
-                                    text=c.text, start=c.start, end=c.end, score=score, rank=rank, row=row,
+            chunk_id, doc_row, start, end = index.chunks.locate(row)
+            doc = index.documents[doc_row]
+            passages.append(Passage(chunk_id=chunk_id, document_id=doc.id, source=doc.source, title=doc.title,
+                                    text=doc.text[start:end], start=start, end=end, score=score, rank=rank, row=row,
                                     dense_score=dense.get(row)))
         return passages
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..embedding import Embedder
 from ..index import Index
-from ..lexical import tokenize
+from ..lexical import tokenize, tokenize_cached
 from ..retrieval import Passage
 from . import Answer, Citation, abstain, text_pieces
 
@@ -70,7 +70,7 @@ class ExtractiveGenerator:
         idf = index.bm25.idf(q_terms)
         total = sum(idf.values()) or 1.0
         texts = [index.documents[d].text[a:b] for d, a, b in spans.tolist()]
-        lexical = np.array([sum(idf[t] for t in q_terms & set(toks)) / total for toks in tokenize(texts)])
+        lexical = np.array([sum(idf[t] for t in q_terms & set(toks)) / total for toks in tokenize_cached(texts)])
         pscores = np.array([p.score for p in owners], dtype=np.float64)
         lo, hi = pscores.min(), pscores.max()
         pnorm = (pscores - lo) / (hi - lo) if hi > lo else np.ones_like(pscores)
