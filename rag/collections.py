@@ -28,7 +28,7 @@ from . import components
 from .config import Settings
 from .durable import fsync_path
 from .embedding import Embedder
-from .errors import InvalidInputError, NotFoundError, RequestError
+from .errors import ConflictError, InvalidInputError, NotFoundError
 from .pipeline import Pipeline
 
 DEFAULT = "default"
@@ -41,7 +41,7 @@ class CollectionNotFoundError(NotFoundError):
     code = "collection_not_found"
 
 
-class CollectionExistsError(RequestError):
+class CollectionExistsError(ConflictError):
     """409: a collection of that name exists already."""
 
     code = "collection_exists"
@@ -191,7 +191,12 @@ class Collections:
             return pipeline
 
     def close(self) -> None:
+        """Compact and close the pipelines this registry opened (a clean stop leaves snapshots)."""
         with self._lock:
             for name in list(self._owned):
-                self._pipelines.pop(name).close()
+                pipeline = self._pipelines.pop(name)
+                try:
+                    pipeline.compact()
+                finally:
+                    pipeline.close()
             self._owned.clear()

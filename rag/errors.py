@@ -9,6 +9,7 @@
     │   ├── NotFoundError             something the request names does not exist                    404
     │   │   └── DocumentNotFoundError
     │   ├── UnsupportedMediaError     a body or file type the service does not take                 415
+    │   ├── ConflictError             conflicts with what exists (a collection's name)              409
     │   ├── UnauthorizedError         missing or wrong API key (the message never says which)       401
     │   └── ForbiddenError            not allowed at all (writes disabled, cross-site, wrong host)   403
     ├── UnavailableError          the service cannot answer now; retry later                          503
@@ -74,6 +75,10 @@ class DocumentNotFoundError(NotFoundError):
 
 class UnsupportedMediaError(RequestError):
     """A body or file type the API does not take."""
+
+
+class ConflictError(RequestError):
+    """The request conflicts with what exists (a collection of that name, ...)."""
 
 
 class UnauthorizedError(RequestError):

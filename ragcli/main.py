@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def _settings(args: argparse.Namespace):
+    """The `RAG_*` settings with the flags' overrides, for the collection named by --collection."""
     from rag.config import Settings
 
     overrides = {k: v for k, v in {
@@ -16,7 +17,13 @@ def _settings(args: argparse.Namespace):
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
     }.items() if v is not None}
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    collection = getattr(args, "collection", None)
+    if collection and collection != "default":
+        from rag.collections import Collections
+
+        settings = Collections(settings).settings_for(collection)
+    return settings
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -103,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="add or update documents (files or directories)")
     p.add_argument("paths", nargs="*", help=".txt, .md, .html files or directories of them")
+    p.add_argument("--collection", help="a named collection (made with POST /collections); default: the default one")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything: after changing the model, or to "
                    "recover a damaged index from its stored documents (no PATH needed)")
     p.set_defaults(func=cmd_ingest)
@@ -112,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the API's JSON response")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--generator", default=None, help="extractive or openai")
+    p.add_argument("--collection", help="a named collection; default: the default one")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="run the HTTP API")

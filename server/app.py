@@ -5,37 +5,29 @@ import logging
 import threading
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rag.config import Settings
-from rag.conversation import Turn
+from rag.collections import Collections
 from rag.pipeline import Pipeline
-from rag.retrieval import Filters
-from rag.service import AskResult, SearchResult
 
-from . import documents_api, errors, openai_api
-from .auth import require_read
-from .errors import responses
+from . import collections_api, documents_api, errors, openai_api, query_api
+from .auth import Access
 from .guard import Guard
 from .hosts import HostCheck
 from .limits import BodySizeLimit
 from .observability import Metrics, RequestContext
 from .origin import CLIENT_HEADERS
 from .proxies import ClientAddress
-from .schemas import AskRequest, ErrorBody, SearchRequest
-from .sse import STREAM_HEADERS, answer_frames
+from .schemas import ErrorBody
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger("rag.server")
-
-
-def _filters(model) -> Filters | None:
-    return Filters.parse(model.model_dump(exclude_none=True)) if model is not None else None
 
 
 def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = None,
@@ -75,6 +67,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
             load()
         yield
         await run_in_threadpool(pipeline.compact)  # a clean stop leaves a snapshot and an empty journal
+        await run_in_threadpool(collections.close)  # the named collections' pipelines (compacted first)
         if owned:
             pipeline.close()
 
@@ -100,32 +93,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    reads = [Depends(require_read(pipeline.settings))]
-
-    @app.post("/ask", response_model=AskResult, response_model_exclude_none=True, dependencies=reads,
-              responses={**responses(401, 413, 422, 502, 503, 504),
-                         200: {"content": {"text/event-stream": {}},
-                               "description": "JSON, or with `stream: true` Server-Sent Events: "
-                                              "passages, delta..., citations, done (or error)."}})
-    async def ask(request: AskRequest) -> AskResult:
-        history = [Turn(m.role, m.content) for m in request.history]
-        service = pipeline.ready_service()
-        if request.stream:
-            prepared = await run_in_threadpool(service.prepare, request.question, request.top_k,
-                                               generator=request.generator, filters=_filters(request.filters),
-                                               mode=request.mode, history=history)
-            frames = answer_frames(service.events(prepared), on_final=metrics.observe_answer)
-            return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
-        result = await run_in_threadpool(service.ask, request.question, request.top_k, generator=request.generator,
-                                         filters=_filters(request.filters), mode=request.mode, history=history)
-        metrics.observe_answer(result)
-        return result
-
-    @app.post("/search", response_model=SearchResult, responses=responses(401, 413, 422, 503), dependencies=reads)
-    async def search(request: SearchRequest) -> SearchResult:
-        passages = await run_in_threadpool(pipeline.ready_service().search, request.query, request.top_k,
-                                           filters=_filters(request.filters), mode=request.mode)
-        return SearchResult(passages=passages)
+    access = Access(pipeline.settings)
+    query_api.register(app, pipeline, metrics, access)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
@@ -136,8 +105,10 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
-    openai_api.register(app, pipeline, metrics)
-    documents_api.register(app, pipeline, metrics)
+    documents_api.register(app, pipeline, metrics, access)
+    collections = Collections(pipeline.settings, default=pipeline)
+    router = collections_api.register(app, collections, metrics, access)
+    openai_api.register(app, pipeline, metrics, collections=collections, router=router)
     s = pipeline.settings
     # Added innermost first: client address -> request context -> Host check -> CORS -> body limit
     # (size, JSON depth and encoding) -> rate limit / shedding -> routes. The body is read (bounded in

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from dataclasses import dataclass
+from typing import Callable
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from rag.config import Settings
-
 from rag.errors import ForbiddenError, UnauthorizedError
 
 from .origin import keyless_write_refusal
 from .proxies import is_relayed, peer_address
 
 
-def _presented_key(request: Request) -> str | None:
+def presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
@@ -36,23 +37,54 @@ def key_is_valid(presented: str | None, keys: list[str]) -> bool:
     return ok
 
 
-def require_write(settings: Settings):
-    async def check(request: Request) -> None:
-        if settings.api_keys:
-            if not key_is_valid(_presented_key(request), settings.api_keys):
+@dataclass(frozen=True)
+class Access:
+    """Who may read and write one collection: the server's keys (`RAG_API_KEYS`, which administer
+    every collection) and, for a named collection, its own keys. While any key is in force, writes
+    need one, and reads too with RAG_PROTECT_READS; without keys, the keyless-write rules apply."""
+
+    settings: Settings
+    own_keys: Callable[[str | None], bool] | None = None
+
+    @property
+    def keys_in_force(self) -> bool:
+        return bool(self.settings.api_keys) or self.own_keys is not None
+
+    def key_ok(self, presented: str | None) -> bool:
+        server_key = key_is_valid(presented, self.settings.api_keys)
+        return server_key or (self.own_keys is not None and self.own_keys(presented))
+
+    async def check_write(self, request: Request) -> None:
+        settings = self.settings
+        if self.keys_in_force:
+            if not self.key_ok(presented_key(request)):
                 raise UnauthorizedError("missing or invalid API key")
         elif not settings.loopback_only:
             raise ForbiddenError("writes are disabled: set RAG_API_KEYS to allow them on a public address")
         else:
             if is_relayed(request.scope) or not _is_loopback(peer_address(request.scope)):
                 raise ForbiddenError("writes without an API key are taken only from this machine directly, "
-                                          "not through a proxy: set RAG_API_KEYS to allow them")
+                                     "not through a proxy: set RAG_API_KEYS to allow them")
             reason = keyless_write_refusal(request.headers, request.method, request.url.scheme,
                                            settings.cors_origins)
             if reason is not None:
                 raise ForbiddenError(reason)
 
-    return check
+    async def check_read(self, request: Request) -> None:
+        if self.settings.protect_reads and self.keys_in_force and not self.key_ok(presented_key(request)):
+            raise UnauthorizedError("missing or invalid API key")
+
+    def read(self) -> list:
+        """`dependencies=` of a route that reads."""
+        return [Depends(self.check_read)]
+
+    def write(self) -> list:
+        """`dependencies=` of a route that writes."""
+        return [Depends(self.check_write)]
+
+
+def require_write(settings: Settings):
+    return Access(settings).check_write
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -63,9 +95,4 @@ def _is_loopback(address: str | None) -> bool:
 
 
 def require_read(settings: Settings):
-    async def check(request: Request) -> None:
-        if settings.protect_reads and settings.api_keys:
-            if not key_is_valid(_presented_key(request), settings.api_keys):
-                raise UnauthorizedError("missing or invalid API key")
-
-    return check
+    return Access(settings).check_read

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -21,7 +21,7 @@ from rag.errors import (DocumentError, DocumentNotFoundError, InputTooLargeError
                         UnsupportedMediaError)
 from rag.pipeline import Pipeline
 
-from .auth import require_read, require_write
+from .auth import Access
 from .errors import responses
 from .schemas import Text, require_storable
 
@@ -188,10 +188,10 @@ def _check_id(value: str) -> str:
         raise InvalidInputError(f"invalid document id {value[:50]!r}: up to 200 letters, digits and ._:#@+=-") from None
 
 
-def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
+def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = None) -> None:
     settings = pipeline.settings
-    write = [Depends(require_write(settings))]
-    read = [Depends(require_read(settings))]
+    access = access or Access(settings)
+    write, read = access.write(), access.read()
 
     @app.post("/documents", response_model=WriteResponse, dependencies=write, status_code=200,
               openapi_extra={"requestBody": {"required": True, "content": {

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import (CircuitOpenError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
+from rag.errors import (CircuitOpenError, ConflictError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
                         NotFoundError, RagError, StorageError, StorageFullError, UnauthorizedError, UnavailableError,
                         UnsupportedMediaError, UpstreamTimeoutError)
 
@@ -18,7 +18,7 @@ log = logging.getLogger("rag.server")
 # (type(exc).__mro__), so the table's order never matters. The tree is documented in rag/errors.py.
 STATUS_BY_KIND: dict[type[RagError], int] = {
     InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404, UnsupportedMediaError: 415,
-    UnauthorizedError: 401, ForbiddenError: 403,
+    UnauthorizedError: 401, ForbiddenError: 403, ConflictError: 409,
     UnavailableError: 503, StorageError: 503, StorageFullError: 507,
     GeneratorError: 502, UpstreamTimeoutError: 504, CircuitOpenError: 503,
 }
@@ -87,7 +87,7 @@ def install(app: FastAPI) -> None:
 DESCRIPTIONS = {
     400: "Malformed request (a Host header that is not a host name)", 401: "Missing or invalid API key",
     403: "Writes disabled, or a keyless write from another site or through a proxy", 404: "Not found",
-    408: "Request body not received in time", 413: "Over a size limit", 415: "Unsupported media type",
+    408: "Request body not received in time", 409: "Conflicts with what exists", 413: "Over a size limit", 415: "Unsupported media type",
     421: "Host not served here", 422: "Invalid input", 429: "Rate limited (see Retry-After)",
     502: "LLM server failed", 503: "Loading, overloaded or storage unavailable (see Retry-After)",
     504: "LLM server timed out", 507: "Insufficient storage: the write was not made",

@@ -10,16 +10,17 @@ import time
 import uuid
 from typing import AsyncIterator
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from rag.conversation import Turn
-from rag.errors import InvalidInputError, NotFoundError
+from rag.collections import DEFAULT, Collections
+from rag.errors import InvalidInputError, NotFoundError, UnauthorizedError
 from rag.pipeline import Pipeline
 from rag.service import AskResult, Delta, Failed, Final
 
-from .auth import require_read
+from .auth import Access, presented_key
 from .errors import responses
 from .schemas import ChatCompletionRequest, ChatMessage
 from .sse import STREAM_HEADERS, event
@@ -53,31 +54,57 @@ def sources_text(citations) -> str:
     return "\n\nSources:\n" + "\n".join(lines)
 
 
-def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
+def register(app: FastAPI, pipeline: Pipeline, metrics, *, collections: Collections | None = None,
+             router=None) -> None:
+    """Each collection is a model: the default one is `RAG_CHAT_MODEL_NAME` ("rag"), a named one
+    "rag/<name>", so chat front ends pick a collection by model name."""
     model_name = pipeline.settings.chat_model_name
+    prefix = model_name + "/"
+    default_access = Access(pipeline.settings)
 
-    def check_model(name: str) -> None:
-        if name != model_name:
-            raise ModelNotFoundError(f"The model '{name}' does not exist; this server serves '{model_name}'.")
+    def collection_of(model: str) -> str | None:
+        """The collection a model name serves (None: the default), or ModelNotFoundError."""
+        if model == model_name:
+            return None
+        name = model[len(prefix):] if model.startswith(prefix) else ""
+        if collections is None or router is None or name in ("", DEFAULT) or name not in collections.names():
+            raise ModelNotFoundError(f"The model '{model[:100]}' does not exist; see GET /v1/models.")
+        return name
 
-    reads = [Depends(require_read(pipeline.settings))]
+    async def pipeline_for(model: str, http_request: Request) -> Pipeline:
+        name = collection_of(model)
+        if name is None:
+            await default_access.check_read(http_request)
+            return pipeline
+        await router.access(name).check_read(http_request)  # before opening anything
+        return (await router.app_for(name))[1]
 
-    @app.get("/v1/models", dependencies=reads, responses=responses(401))
-    async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "rag-service"}]}
+    @app.get("/v1/models", responses=responses(401))
+    async def models(http_request: Request) -> dict:
+        """The models this caller may use: with protected reads, those its key opens."""
+        names = [model_name] + [prefix + n for n in (collections.names()[1:] if collections else [])]
+        if pipeline.settings.protect_reads:
+            key = presented_key(http_request)
+            names = [m for m in names if (default_access if collection_of(m) is None
+                                          else router.access(collection_of(m))).key_ok(key)]
+            if not names:
+                raise UnauthorizedError("missing or invalid API key")
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "rag-service"}
+                                           for m in names]}
 
-    @app.post("/v1/chat/completions", dependencies=reads, responses=responses(401, 404, 413, 422, 502, 503, 504))
-    async def chat_completions(request: ChatCompletionRequest):
-        check_model(request.model)
+    @app.post("/v1/chat/completions", responses=responses(401, 404, 413, 422, 502, 503, 504))
+    async def chat_completions(request: ChatCompletionRequest, http_request: Request):
+        served = await pipeline_for(request.model, http_request)
+        model_name_out = request.model
         question, history = split_conversation(request.messages)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        service = pipeline.ready_service()
+        service = served.ready_service()
         if not request.stream:
             result = await run_in_threadpool(service.ask, question, history=history)
             metrics.observe_answer(result)
             return {
-                "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
+                "id": completion_id, "object": "chat.completion", "created": created, "model": model_name_out,
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
                     "role": "assistant", "content": result.answer + sources_text(result.citations)}}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
@@ -87,7 +114,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
         prepared = await run_in_threadpool(service.prepare, question, history=history)
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+            body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name_out,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
             return event(None, body)
 
