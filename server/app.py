@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
-from . import documents_api, errors, openai_api
+from . import docs_assets, documents_api, errors, feedback, openai_api
 from .auth import require_read
 from .guard import Guard
 from .limits import BodySizeLimit
@@ -67,7 +67,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         yield
         await run_in_threadpool(pipeline.compact)  # a clean stop leaves a snapshot and an empty journal
 
-    app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Answers questions from your documents with exact, checkable citations.")
     app.state.pipeline = pipeline
     metrics = app.state.metrics = Metrics(pipeline)
@@ -128,13 +128,15 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/widget.js", include_in_schema=False)
+    @app.api_route("/widget.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def widget() -> FileResponse:
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
     openai_api.register(app, pipeline, metrics)
     documents_api.register(app, pipeline, metrics)
+    feedback.register(app, pipeline, metrics)
+    docs_assets.register(app)
     s = pipeline.settings
     # Added innermost first: request context -> CORS -> body limit -> rate limit / shedding -> routes.
     # The body is read (bounded in size and time) before a request takes an in-flight slot, so slow
@@ -148,4 +150,6 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
                        expose_headers=["x-request-id", "retry-after"], max_age=600)
     app.add_middleware(RequestContext, metrics=metrics)
     errors.document_errors(app)
+    documented = app.openapi
+    app.openapi = lambda: docs_assets.add_bearer_scheme(documented())
     return app
