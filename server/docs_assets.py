@@ -44,9 +44,13 @@ def register(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API reference",
+        page = get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API reference",
                               redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js", redoc_favicon_url="/favicon.ico",
                               with_google_fonts=False)
+        # ReDoc's "powered by" logo is an image on its CDN (hidden when it fails to load): keep images local,
+        # so the page never reaches out.
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
 
     @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
     async def favicon() -> FileResponse:

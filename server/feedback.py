@@ -83,8 +83,11 @@ class FeedbackStore:
             raise InputTooLargeError(f"feedback record is over the {MAX_RECORD_BYTES} byte limit")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash: end it first
+                    line = b"\n" + line
                 os.write(fd, line)
                 os.fsync(fd)
             finally:
