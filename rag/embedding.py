@@ -163,6 +163,11 @@ class SentenceTransformerEmbedder:
 
     # -- encoding ------------------------------------------------------------------------
     @property
+    def tokenizer(self):
+        """The model's tokenizer (for counting tokens, e.g. the chat endpoint's `usage`)."""
+        return self._query_model.tokenizer
+
+    @property
     def dimension(self) -> int:
         return self._dimension
 

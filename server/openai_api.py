@@ -1,11 +1,17 @@
 """OpenAI-compatible chat: `POST /v1/chat/completions` and `GET /v1/models`, on the same pipeline.
 
-Citations travel twice: in the content, as `[n]` markers followed by a "Sources:" list, and as the
-structured extension fields `citations` and `rag` (abstained, generator, query, fallback) on the
-completion (or, when streaming, on the last chunk).
+Citations travel twice: in the content, as `[n]` markers followed by a "Sources:" list (by title and
+place), and as the structured extension fields `citations` and `rag` (abstained, generator, query,
+fallback) on the completion (or, when streaming, on the last chunk).
+
+`usage` counts tokens with the embedding model's tokenizer: the prompt is what the answer was made from
+(the conversation and the retrieved passages), the completion is the content sent. With
+`stream_options.include_usage` a final chunk with empty `choices` carries it, as OpenAI's API does.
+Front ends' background prompts (chat titles, tags, follow-ups) are answered by `chat_tasks`.
 """
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import AsyncIterator
@@ -15,9 +21,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from rag.conversation import Turn
-from rag.errors import InvalidInputError, NotFoundError
+from rag.errors import InvalidInputError, NotFoundError, RagError
 from rag.pipeline import Pipeline
 
+from . import chat_tasks
 from .auth import require_read
 from .schemas import ChatCompletionRequest, ChatMessage
 from .sse import STREAM_HEADERS, event
@@ -44,11 +51,64 @@ def split_conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     return _text(messages[-1]), history
 
 
+log = logging.getLogger("rag.server")
+
+
+def _place(c: dict) -> str:
+    page = c.get("page") or (c.get("metadata") or {}).get("page")
+    return f"page {page}" if page else f"chars {c['start']}-{c['end']}"
+
+
 def sources_text(citations: list[dict]) -> str:
+    """"Sources:" by title and place (the quote itself is in the answer and in `citations`)."""
     if not citations:
         return ""
-    lines = [f'[{c["id"]}] {c["title"]} ({c["source"]}): "{c["text"]}"' for c in citations]
+    lines = [f'[{c["id"]}] {c.get("title") or c.get("source") or c["document_id"]}, {_place(c)}' for c in citations]
     return "\n\nSources:\n" + "\n".join(lines)
+
+
+def _token_counter(pipeline: Pipeline):
+    """Token counts from the embedding model's tokenizer (word counts if it has none). The model is looked
+    up on first use: creating the app must not load it."""
+
+    def count(texts: list[str]) -> int:
+        texts = [t for t in texts if t]
+        if not texts:
+            return 0
+        tokenizer = getattr(pipeline.embedder, "tokenizer", None)
+        if tokenizer is None:
+            return sum(len(t.split()) for t in texts)
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
+
+    return count
+
+
+def usage_for(count, messages: list[ChatMessage], passages: list[dict], content: str) -> dict:
+    prompt = count([_text(m) for m in messages] + [p["text"] for p in passages])
+    completion = count([content])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def include_usage(request: ChatCompletionRequest) -> bool:
+    options = (request.model_extra or {}).get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise InvalidInputError("stream_options must be an object whose include_usage is true or false")
+    return bool(options.get("include_usage"))
+
+
+async def answer_task(pipeline: Pipeline, task: chat_tasks.ChatTask, messages: list[ChatMessage]) -> str:
+    """A front end's background prompt: passed through to the LLM when one is configured, else (or when
+    it fails) the offline reply."""
+    llm = pipeline.generators.get("openai") if pipeline.settings.generator == "openai" else None
+    if llm is not None:
+        plain = [{"role": m.role if m.role != "developer" else "system", "content": _text(m)} for m in messages]
+        try:
+            return await run_in_threadpool(llm.complete, plain)
+        except RagError as exc:  # the chat still gets a usable title/tags; the failure is in the log
+            log.warning("background %s prompt: LLM failed (%s); answering offline", task.kind, exc)
+    return task.offline_reply()
 
 
 def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
@@ -59,6 +119,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
             raise ModelNotFoundError(f"The model '{name}' does not exist; this server serves '{model_name}'.")
 
     reads = [Depends(require_read(pipeline.settings))]
+    count_tokens = _token_counter(pipeline)
 
     @app.get("/v1/models", dependencies=reads)
     async def models() -> dict:
@@ -68,16 +129,22 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
     async def chat_completions(request: ChatCompletionRequest):
         check_model(request.model)
         question, history = split_conversation(request.messages)
+        with_usage = include_usage(request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
+        task = chat_tasks.detect(question)
+        if task is not None:
+            content = await answer_task(pipeline, task, request.messages)
+            return task_response(request, completion_id, created, model_name, content,
+                                 usage_for(count_tokens, request.messages, [], content), with_usage)
         if not request.stream:
             result = (await run_in_threadpool(pipeline.ask, question, history=history)).to_dict()
             metrics.observe_answer(result, result["timings_ms"])
+            content = result["answer"] + sources_text(result["citations"])
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": result["answer"] + sources_text(result["citations"])}}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+                "usage": usage_for(count_tokens, request.messages, result["passages"], content),
                 "citations": result["citations"],
                 "rag": _extension(result),
             }
@@ -86,13 +153,20 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            if with_usage:
+                body.setdefault("usage", None)  # OpenAI: null on every chunk but the last
             return event(None, body)
 
         async def frames() -> AsyncIterator[str]:
             final: list[dict] = []
+            sent: list[str] = []
+            passages: list[dict] = []
             yield chunk({"role": "assistant", "content": ""})
             async for name, data in pipeline.stream(prepared):
-                if name == "delta":
+                if name == "passages":
+                    passages = data["passages"]
+                elif name == "delta":
+                    sent.append(data["text"])
                     yield chunk({"content": data["text"]})
                 elif name == "done" and final:
                     metrics.observe_answer(final[0], data["timings_ms"])
@@ -100,14 +174,40 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
                     final.append(data)
                     sources = sources_text(data["citations"])
                     if sources:
+                        sent.append(sources)
                         yield chunk({"content": sources})
                     yield chunk({}, "stop", citations=data["citations"], rag=_extension(data))
                 elif name == "error":
                     yield event(None, {"error": {"message": data["detail"], "type": "upstream_error",
                                                  "param": None, "code": None}})
+            if with_usage:
+                usage = usage_for(count_tokens, request.messages, passages, "".join(sent))
+                yield event(None, {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                                   "model": model_name, "choices": [], "usage": usage})
             yield event(None, "[DONE]")
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+def task_response(request: ChatCompletionRequest, completion_id: str, created: int, model_name: str, content: str,
+                  usage: dict, with_usage: bool):
+    """A background task's reply, as a completion or as a stream of chunks."""
+    if not request.stream:
+        return {"id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+                "usage": usage}
+
+    def frames():
+        base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name}
+        extra = {"usage": None} if with_usage else {}
+        yield event(None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
+                                                "finish_reason": None}], **extra})
+        yield event(None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **extra})
+        if with_usage:
+            yield event(None, {**base, "choices": [], "usage": usage})
+        yield event(None, "[DONE]")
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 def _extension(result: dict) -> dict:
