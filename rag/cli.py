@@ -60,19 +60,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    settings = _settings(args)
+    result = None
+    if not args.local:  # a running server on the same data dir answers in milliseconds; loading takes seconds
+        from server.startup import ask_running_server
 
-    pipeline = Pipeline(_settings(args))
-    pipeline.load()
-    result = pipeline.ask(args.question, args.top_k, generator=args.generator)
+        result = ask_running_server(settings, args.question, args.top_k, args.generator)
+    if result is None:
+        from server.startup import first_start_notes
+
+        from .pipeline import Pipeline
+
+        for note in first_start_notes(settings):
+            print(note, file=sys.stderr)
+        pipeline = Pipeline(settings)
+        pipeline.load()
+        result = pipeline.ask(args.question, args.top_k, generator=args.generator).to_dict()
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
-    print(result.answer.text)
-    if result.answer.fallback:
-        print(f"\n(answered by extractive fallback: {result.answer.fallback['reason']})")
-    for c in result.answer.citations:
-        print(f"\n[{c.id}] {c.source} [{c.start}:{c.end}]\n    \"{c.text}\"")
+    print(result["answer"])
+    if result.get("fallback"):
+        print(f"\n(answered by extractive fallback: {result['fallback']['reason']})")
+    for c in result["citations"]:
+        print(f"\n[{c['id']}] {c['source']} [{c['start']}:{c['end']}]\n    \"{c['text']}\"")
     return 0
 
 
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the API's JSON response")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--generator", default=None, help="extractive or openai")
+    p.add_argument("--local", action="store_true", help="answer in this process even when a server on "
+                   "RAG_HOST:RAG_PORT serves the same data dir (by default that server answers: no model loading)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="run the HTTP API")

@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
 
-from . import docs_assets, documents_api, errors, feedback, openai_api
+from . import docs_assets, documents_api, errors, feedback, openai_api, startup
 from .auth import require_read
 from .guard import Guard
 from .limits import BodySizeLimit
@@ -40,6 +40,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
 
     def load() -> None:
         try:
+            for note in startup.first_start_notes(pipeline.settings):
+                log.info(note)
             if not pipeline.ready:
                 pipeline.load()
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
@@ -85,7 +87,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def readyz():
         if pipeline.ready and state["warm"]:
             idx = pipeline.index
-            return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks)}
+            return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks),
+                    "index_id": startup.index_id(pipeline.settings)}
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 
