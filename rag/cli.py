@@ -101,6 +101,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from server.feedback import export_lines, store_for
+
+    lines = export_lines(store_for(_settings(args).data_dir), args.verdict)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            n = sum(1 for line in lines if f.write(line) or True)
+        print(f"wrote {n} rated questions to {args.out}", file=sys.stderr)
+    else:
+        for line in lines:
+            sys.stdout.write(line)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.cli import run
 
@@ -133,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="the widget's answer ratings")
+    fb = p.add_subparsers(dest="feedback_command", required=True)
+    p = fb.add_parser("export", help="ratings as a `rag eval` JSONL dataset")
+    p.add_argument("--verdict", choices=("up", "down", "all"), default="all")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_feedback_export)
 
     try:
         from eval.cli import add_arguments

@@ -115,3 +115,21 @@ def test_the_openapi_document_declares_the_bearer_scheme(client):
         "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearerAuth"]["description"]}
     assert spec["paths"]["/documents"]["post"]["security"] == [{"bearerAuth": []}, {}]
     assert "/feedback" in spec["paths"]
+
+
+@pytest.mark.integration  # a subprocess
+def test_rag_feedback_export_writes_the_same_dataset(client, tmp_path):
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    c = client()
+    assert c.post("/feedback", json=RATING).status_code == 201
+    out = tmp_path / "fb.jsonl"
+    run = subprocess.run([sys.executable, "-m", "rag.cli", "--data-dir", str(tmp_path / "data"), "feedback", "export",
+                          "--verdict", "up", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "wrote 1 rated questions" in run.stderr
+    assert out.read_text(encoding="utf-8") == c.get("/feedback?verdict=up").text
+    assert load_jsonl(out).items[0].answers == ("Russia rejected it.",)
