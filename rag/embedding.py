@@ -255,6 +255,11 @@ class SentenceTransformerEmbedder:
                                  name="query-embedder-drain").start()
                 return
 
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors (evaluation variants must not time each other's cached questions)."""
+        with self._cache_lock:
+            self._cache.clear()
+
     def encode_query(self, text: str) -> np.ndarray:
         with self._cache_lock:
             cached = self._cache.get(text)
