@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from .datasets import Dataset, DatasetError, hold_out_articles, load_dataset
-from .runner import HttpBackend, InProcessBackend, run_items, summarize, warm_up
 
 # Named variants for --compare; `key=value` pairs work too (in-process, any setting).
 VARIANTS: dict[str, dict[str, str]] = {
@@ -125,6 +124,9 @@ def judge_model(args: argparse.Namespace, pipeline) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    # Imported here: `rag` builds its parser with this module, and `rag ask` should not pay for the runner.
+    from .runner import HttpBackend, InProcessBackend, run_items, summarize, warm_up
 
     from rag.index import _versions
 

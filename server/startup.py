@@ -9,14 +9,15 @@ from pathlib import Path
 import httpx
 
 from rag.config import Settings
-from rag.documents import SUPPORTED_SUFFIXES
-from rag.embedding import _onnx_dir, resolve_model_path
 
 PROBE_TIMEOUT_S = 0.5
 
 
 def first_start_notes(settings: Settings) -> list[str]:
     """Lines saying what the first start (or a start with a new model) will spend its time on."""
+    from rag.documents import SUPPORTED_SUFFIXES  # here: `rag ask` through a server never needs them
+    from rag.embedding import _onnx_dir, resolve_model_path
+
     notes = []
     if not (settings.index_dir / "CURRENT").exists():
         seed = Path(settings.seed_dir)

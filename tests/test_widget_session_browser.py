@@ -104,6 +104,8 @@ def test_the_quote_is_shown_in_its_passage_and_in_the_whole_document(page, serve
         expect(quote).to_contain_text(PESKOV_SENTENCE_START)
         assert len(passage["text"]) > len(first["text"])
         assert quote.evaluate("el => el.tagName") == "MARK"
+        expect(quote).to_be_in_viewport()  # scrolled into sight, while the title has the focus
+        expect(page.locator("[data-testid=rag-source-title]")).to_be_focused()
         assert quote.evaluate("el => getComputedStyle(el).backgroundColor") not in ("rgba(0, 0, 0, 0)", "transparent")
         expect(page.locator("[data-testid=rag-source-note]")).to_contain_text(f"{first['start']}\u2013{first['end']}")
 

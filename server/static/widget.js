@@ -105,6 +105,8 @@
     ".act:hover{color:var(--fg);border-color:var(--faint);}",
     ".act[aria-pressed=true]{background:var(--accent);border-color:var(--accent);color:var(--on-accent);}",
     ".act:disabled{cursor:default;opacity:.8;}",
+    ".thumb{display:inline-flex;align-items:center;padding:3px 7px;} .thumb svg{width:14px;height:14px;fill:currentColor;}",
+    ".thumb.down svg{transform:rotate(180deg);}",
     ".comment{display:flex;gap:4px;width:100%;margin-top:4px;}",
     ".comment input{flex:1;min-width:0;font:inherit;font-size:13px;padding:4px 6px;border:1px solid var(--border);border-radius:6px;background:var(--bg);color:var(--fg);}",
     ".thanks{font-size:12px;color:var(--faint);}",
@@ -288,7 +290,16 @@
     sourceOpen.disabled = false;
     sourcePanel.setAttribute("data-citation", String(citation.id));
     sourcePanel.removeAttribute("hidden");
-    sourceTitle.focus();
+    sourceTitle.focus({ preventScroll: true });
+    revealQuote();
+  }
+
+  /** Scrolls the source view so that the highlighted quote is in sight (the title stays focused). */
+  function revealQuote() {
+    var mark = sourceContext.querySelector("mark");
+    if (!mark) return;
+    var top = mark.offsetTop - sourcePanel.clientHeight / 3;
+    sourcePanel.scrollTop = Math.max(0, top);
   }
 
   /** The whole stored document (GET /documents/{id}), scrolled to the highlighted quote. */
@@ -309,7 +320,7 @@
         sourceContext.setAttribute("data-view", "document");
         sourceNote.textContent = "The whole document (" + doc.text.length + " characters); the quote is highlighted.";
         sourceOpen.hidden = true;
-        if (mark.scrollIntoView) mark.scrollIntoView({ block: "center" });
+        revealQuote();
       })
       .catch(function (err) {
         sourceOpen.disabled = false;
@@ -432,14 +443,25 @@
     };
   }
 
+  /** A thumb (drawn here: emoji fonts are missing on some systems); `.down` turns it over. */
+  function thumbIcon() {
+    var icon = document.createElementNS(svgNS, "svg");
+    icon.setAttribute("viewBox", "0 0 24 24");
+    icon.setAttribute("aria-hidden", "true");
+    var shape = document.createElementNS(svgNS, "path");
+    shape.setAttribute("d", "M2 10h4v11H2z M8 10l4-8c1.5 0 2.5 1 2.2 2.6L13.5 9H20c1.1 0 2 .9 2 2l-2 8c-.3 1.2-1.2 2-2.4 2H8z");
+    icon.appendChild(shape);
+    return icon;
+  }
+
   /** Copy, thumbs up / down (then an optional comment) under a finished answer. */
   function actions(entry) {
     var bar = el("div", { "class": "actions", "data-testid": "rag-actions" });
     var copy = el("button", { "class": "act", type: "button", "data-testid": "rag-copy", "aria-label": "Copy the answer" }, ["Copy"]);
-    var up = el("button", { "class": "act", type: "button", "data-testid": "rag-thumbs-up", "aria-pressed": "false",
-      "aria-label": "Good answer" }, ["\ud83d\udc4d"]);
-    var down = el("button", { "class": "act", type: "button", "data-testid": "rag-thumbs-down", "aria-pressed": "false",
-      "aria-label": "Bad answer" }, ["\ud83d\udc4e"]);
+    var up = el("button", { "class": "act thumb", type: "button", "data-testid": "rag-thumbs-up", "aria-pressed": "false",
+      "aria-label": "Good answer", title: "Good answer" }, [thumbIcon()]);
+    var down = el("button", { "class": "act thumb down", type: "button", "data-testid": "rag-thumbs-down", "aria-pressed": "false",
+      "aria-label": "Bad answer", title: "Bad answer" }, [thumbIcon()]);
     var thanks = el("span", { "class": "thanks", "data-testid": "rag-feedback-status", role: "status" });
     bar.appendChild(copy); bar.appendChild(up); bar.appendChild(down); bar.appendChild(thanks);
 
