@@ -254,3 +254,21 @@ def test_a_long_cjk_conversation_stays_under_the_body_limit(page, serve_pipeline
         assert got.value.status == 200  # not 413
         widget.answered()  # (what the answer says depends on the follow-up rewrite of a Chinese history)
         expect(widget.errors).to_have_count(0)
+
+
+def test_a_fallback_is_explained_in_words(page, serve_pipeline, make_seed_pipeline, llm):
+    llm.mode = "error"  # the LLM server fails; the extractive generator answers instead
+    pipeline = make_seed_pipeline(generator="openai", openai_base_url=llm.base_url, openai_model="stand-in",
+                                  openai_max_retries=0)
+    with serve_pipeline(pipeline) as client:
+        assert client.post("/ask", json={"question": PESKOV}).json()["fallback"]["from"] == "openai"
+        page.goto(f"{client.base_url}/")
+        widget = Widget(page)
+        widget.open()
+        widget.ask(PESKOV)
+        answer = widget.answered()
+        note = answer.locator("[data-testid=rag-fallback]")
+        expect(note).to_contain_text("language model could not be used")
+        for raw in ("HTTP", "500", "Error", "openai", "fallback"):
+            expect(note).not_to_contain_text(raw)
+        expect(answer).to_contain_text("Peskov")
