@@ -22,10 +22,11 @@ WORKDIR /app
 
 # Dependencies first, in their own layer: a code change does not reinstall torch. The package's
 # directories are empty stand-ins here (setuptools needs them); the CPU build of torch comes from the
-# PyTorch index (PyPI's default Linux wheel is the multi-GB CUDA build).
+# PyTorch index (PyPI's default Linux wheel is the multi-GB CUDA build), as in the README's quick start.
 COPY pyproject.toml ./
 RUN mkdir -p rag server eval && touch README.md rag/__init__.py server/__init__.py eval/__init__.py \
- && pip install --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0 . \
+ && pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install . \
  && pip uninstall -y rag-service \
  && rm -rf rag server eval README.md
 
