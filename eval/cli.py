@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from .datasets import Dataset, DatasetError, hold_out_articles, load_dataset
-from .runner import HttpBackend, InProcessBackend, run_items, summarize
 
 # Named variants for --compare; `key=value` pairs work too (in-process, any setting).
 VARIANTS: dict[str, dict[str, str]] = {
@@ -36,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", help="comma-separated variants: " + ", ".join(VARIANTS) +
                    ", or key=value settings joined with '+', e.g. dense_weight=0.5+fusion=rrf")
     p.add_argument("--out", type=Path, help="write report.json, report.md, per_question.jsonl and plots here")
+    p.add_argument("--judge", choices=("auto", "on", "off"), default="auto",
+                   help="LLM-judged faithfulness, answer relevance, context precision and recall (Ragas' "
+                        "definitions) with the configured RAG_OPENAI_* model; auto: when RAG_GENERATOR=openai")
 
 
 def parse_variant(spec: str) -> dict[str, str]:
@@ -94,9 +96,34 @@ def _pipeline_for(dataset: Dataset, args: argparse.Namespace, settings):
     return pipeline
 
 
+def _judge_for(args: argparse.Namespace, pipeline, settings):
+    """A Judge over the configured OpenAI-compatible model, or None (off, or auto without an LLM)."""
+    from rag.pipeline import Pipeline
+
+    from .judge import Judge
+
+    settings = pipeline.settings if pipeline else settings
+    if args.judge == "off" or (args.judge == "auto" and settings.generator != "openai"):
+        return None
+    llm = (pipeline or Pipeline(settings)).generator_if_made("openai") if pipeline is None else \
+        pipeline.generators.get("openai")
+    if llm is None:
+        return None
+    embed = (lambda texts: pipeline.embedder.encode(texts)) if pipeline else None
+    return Judge(llm.complete, embed)
+
+
+def judge_model(pipeline, settings) -> str:
+    s = pipeline.settings if pipeline else settings
+    return f"{s.openai_model} at {s.openai_base_url}"
+
+
 def run(args: argparse.Namespace, settings) -> int:
     """`rag eval`: `settings` are the command line's (RAG_* and flags)."""
     from tqdm import tqdm
+
+    # Imported here: `rag` builds its parser with this module, and `rag ask` should not pay for the runner.
+    from .runner import HttpBackend, InProcessBackend, run_items, summarize, warm_up
 
     from rag.snapshot import package_versions
 
@@ -116,6 +143,8 @@ def run(args: argparse.Namespace, settings) -> int:
     documents = {d.id: d.text for d in dataset.corpus} if dataset.corpus else (
         {d.id: d.text for d in pipeline.index.documents} if pipeline else None)
 
+    judge = _judge_for(args, pipeline)
+    has_gold = any(i.gold_documents for i in items)
     results, per_question, latencies = {}, {}, {}
     for name, overrides in variants.items():
         if args.url:
@@ -147,12 +176,16 @@ def run(args: argparse.Namespace, settings) -> int:
                 tally["answerable"] += 1
                 if not rec.response.get("abstained"):
                     tally["contain"] += m.contains_answer(m.strip_markers(rec.response["answer"]), rec.item.answers)
-            bar.set_postfix(hit1=f"{tally['hit'] / tally['n']:.3f}",
-                            contain=f"{tally['contain'] / max(tally['answerable'], 1):.3f}", refresh=False)
+            shown = {"hit1": f"{tally['hit'] / tally['n']:.3f}"} if has_gold else {}  # no gold documents: no hit1
+            if tally["answerable"]:
+                shown["contain"] = f"{tally['contain'] / tally['answerable']:.3f}"
+            bar.set_postfix(shown, refresh=False)
             bar.update(1)
 
+        warm_up(backend, args.top_k)  # untimed; and each variant starts with no cached query embeddings
         started = time.perf_counter()
-        records = run_items(items, backend, top_k=args.top_k, concurrency=args.concurrency, on_record=on_record)
+        records = run_items(items, backend, top_k=args.top_k, concurrency=args.concurrency, on_record=on_record,
+                            judge=judge)
         bar.close()
         summary = summarize(records, documents)
         summary["wall_s"] = round(time.perf_counter() - started, 2)
@@ -171,7 +204,10 @@ def run(args: argparse.Namespace, settings) -> int:
         meta = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "questions": len(items),
                 "backend": f"HTTP {args.url}" if args.url else "in-process", "top_k": args.top_k,
                 "variants": variants, "versions": package_versions(),
-                "settings": settings.model_dump(mode="json", exclude={"openai_api_key"}) if settings else None}
+                "settings": settings.model_dump(mode="json", exclude={"openai_api_key", "api_keys"}) if settings else None}
+        if judge is not None:
+            meta["judge"] = judge_model(pipeline, settings)
+            meta["judge_failures"] = judge.failures
         write(args.out, meta, results, per_question, latencies)
         print(f"report written to {args.out}", file=sys.stderr)
     return 0

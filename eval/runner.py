@@ -11,6 +11,16 @@ from .datasets import EvalItem
 
 RETRIEVAL_DEPTH = 20
 HIT_KS = (1, 5, 20)
+WARM_UP_QUESTION = "What is this collection of documents about?"
+
+# What went wrong with a question, most basic first (one kind per question).
+FAILURES = {
+    "false abstention": "an answerable question got \"the documents don't say\"",
+    "answered unanswerable": "a question the documents do not answer got an answer",
+    "invalid citation": "a [n] names no citation, or a quote is not the document's text at its offsets",
+    "wrong document": "no cited document is a gold document",
+    "answer not contained": "the right document was cited, but no gold answer occurs in the answer",
+}
 
 
 class Backend(Protocol):
@@ -24,6 +34,12 @@ class Backend(Protocol):
 class InProcessBackend:
     def __init__(self, pipeline, *, mode: str | None = None, generator: str | None = None):
         self.pipeline, self.mode, self.generator = pipeline, mode, generator
+
+    def forget_cached_queries(self) -> None:
+        """Each variant embeds its questions itself: no timing of another variant's cached embeddings."""
+        clear = getattr(self.pipeline.embedder, "clear_query_cache", None)
+        if clear is not None:
+            clear()
 
     def ask(self, question: str, top_k: int) -> dict:
         return self.pipeline.ask(question, top_k, generator=self.generator, mode=self.mode).model_dump(mode="json")
@@ -79,6 +95,26 @@ class Record:
     response: dict | None
     latency_ms: float
     error: str | None = None
+    judged: dict | None = None
+
+    def failure(self, documents: dict[str, str] | None) -> str | None:
+        """What went wrong (a key of FAILURES), or None."""
+        if self.response is None:
+            return None
+        r, item = self.response, self.item
+        abstained = bool(r.get("abstained"))
+        if not item.answerable:
+            return None if abstained else "answered unanswerable"
+        if abstained:
+            return "false abstention"
+        if not m.citations_valid(r.get("answer", ""), r.get("citations", []), documents):
+            return "invalid citation"
+        cited = {c["document_id"] for c in r.get("citations", [])}
+        if item.gold_documents and not cited & set(item.gold_documents):
+            return "wrong document"
+        if item.answers and not m.contains_answer(m.strip_markers(r.get("answer", "")), item.answers):
+            return "answer not contained"
+        return None
 
     def to_dict(self, documents: dict[str, str] | None) -> dict:
         r = self.response or {}
@@ -94,6 +130,9 @@ class Record:
         }
         if self.response is not None:
             out["citations_valid"] = m.citations_valid(answer, r.get("citations", []), documents)
+            out["failure"] = self.failure(documents)
+            if self.judged:
+                out.update(self.judged)
             if self.item.gold_documents:
                 out["hit@1"] = m.hit_at(self.retrieved, self.item.gold_documents, 1)
             if self.item.answerable and golds:
@@ -101,9 +140,22 @@ class Record:
         return out
 
 
+def warm_up(backend: Backend, top_k: int = 5) -> None:
+    """One untimed question first (the model's first run is several times slower than later ones), then
+    no cached query embeddings left over from it or from another variant."""
+    try:
+        backend.ask(WARM_UP_QUESTION, top_k)
+    except Exception:  # noqa: BLE001 - a failing server shows up in the timed run as failed requests
+        pass
+    forget = getattr(backend, "forget_cached_queries", None)
+    if forget is not None:
+        forget()
+
+
 def run_items(items: Sequence[EvalItem], backend: Backend, *, top_k: int = 5, concurrency: int = 1,
-              on_record: Callable[[Record], None] | None = None) -> list[Record]:
-    """Ask every question (fixed order in the output whatever the concurrency)."""
+              on_record: Callable[[Record], None] | None = None, judge=None) -> list[Record]:
+    """Ask every question (fixed order in the output whatever the concurrency); with a `judge`
+    (eval.judge.Judge), also the LLM-judged metrics, outside the timed part."""
 
     def one(item: EvalItem) -> Record:
         try:
@@ -111,9 +163,13 @@ def run_items(items: Sequence[EvalItem], backend: Backend, *, top_k: int = 5, co
             response = backend.ask(item.question, top_k)
             latency = (time.perf_counter() - t0) * 1000
             search = backend.search(item.question, RETRIEVAL_DEPTH)
-            return Record(item, m.ranked_documents(search["passages"]), response, latency)
+            record = Record(item, m.ranked_documents(search["passages"]), response, latency)
         except Exception as exc:  # noqa: BLE001 - counted as a failed request, the run goes on
             return Record(item, [], None, 0.0, error=f"{type(exc).__name__}: {exc}")
+        if judge is not None:
+            record.judged = judge.score(item.question, m.strip_markers(response.get("answer", "")),
+                                        bool(response.get("abstained")), response.get("passages", []), item.answers)
+        return record
 
     records: list[Record | None] = [None] * len(items)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -162,4 +218,11 @@ def summarize(records: Sequence[Record], documents: dict[str, str] | None) -> di
     latencies = [r.latency_ms for r in ok]
     for q in (50, 95, 99):
         out[f"latency_p{q}_ms"] = m.percentile(latencies, q)
+    kinds = [r.failure(documents) for r in ok]
+    out["failures"] = {k: kinds.count(k) for k in FAILURES}
+    judged = [r.judged for r in ok if r.judged]
+    if judged:
+        for key in judged[0]:
+            values = [j[key] for j in judged if j.get(key) is not None]
+            out[key] = m.mean(values) if values else None
     return out

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     answer_max_words: int = Field(75, ge=5, le=1000)
 
     openai_base_url: str = Field("http://127.0.0.1:11434/v1", description="OpenAI-compatible server, ending in /v1.")
-    openai_model: str = "gpt-4o-mini"
+    openai_model: str = Field("llama3.2", description="Model on that server (the default suits the default Ollama URL).")
     openai_api_key: str | None = Field(None, repr=False)
     openai_timeout_s: float = Field(30.0, gt=0)
     openai_connect_timeout_s: float = Field(3.0, gt=0)

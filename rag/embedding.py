@@ -17,11 +17,13 @@ model calls and all cores.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -35,6 +37,24 @@ from .config import DEFAULT_MODEL, available_cpus
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
 INT8_FILE = "onnx/model_quint8_avx2.onnx"  # what export_dynamic_quantized_onnx_model writes for "avx2"
+log = logging.getLogger("rag.embedding")
+
+
+@contextmanager
+def _quiet_export() -> Iterator[None]:
+    """The exporters' warnings are for library authors (TorchScript deprecation, tracer notes, advice to
+    save the model into site-packages, which we do under RAG_DATA_DIR instead): not shown to users."""
+    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers", "optimum", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class Embedder(Protocol):
@@ -158,19 +178,26 @@ class SentenceTransformerEmbedder:
 
         tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         shutil.rmtree(tmp, ignore_errors=True)
-        model = SentenceTransformer(path, backend="onnx", device="cpu", **_offline(path),
-                                    model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
-        model.save_pretrained(str(tmp))
-        if self.backend == "onnx-int8":
-            from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+        log.info("first start with this model: exporting it to ONNX under %s (once; later starts reuse it)", target)
+        with _quiet_export():
+            model = SentenceTransformer(path, backend="onnx", device="cpu", **_offline(path),
+                                        model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
+            model.save_pretrained(str(tmp))
+            if self.backend == "onnx-int8":
+                from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-            export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
+                export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)  # another process may have finished first; either copy is complete
         return str(target)
 
     # -- encoding ------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (for counting tokens, e.g. the chat endpoint's `usage`)."""
+        return self._query_model.tokenizer
+
     @property
     def dimension(self) -> int:
         return self._dimension
@@ -236,6 +263,11 @@ class SentenceTransformerEmbedder:
                 threading.Thread(target=self._lead, args=(batch,), kwargs={"hand_off": False}, daemon=True,
                                  name="query-embedder-drain").start()
                 return
+
+    def clear_query_cache(self) -> None:
+        """Forget cached query vectors (evaluation variants must not time each other's cached questions)."""
+        with self._cache_lock:
+            self._cache.clear()
 
     def encode_query(self, text: str) -> np.ndarray:
         with self._cache_lock:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -53,19 +54,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from rag.pipeline import Pipeline
+    settings = _settings(args)
+    result = None
+    if not args.local and not args.collection:  # a running server on the same data dir answers in milliseconds
+        from server.startup import ask_running_server
 
-    with Pipeline(_settings(args)) as pipeline:
-        pipeline.load()
-        result = pipeline.ask(args.question, args.top_k, generator=args.generator)
+        result = ask_running_server(settings, args.question, args.top_k, args.generator)
+    if result is None:
+        from rag.pipeline import Pipeline
+        from server.startup import first_start_notes
+
+        for note in first_start_notes(settings):
+            print(note, file=sys.stderr)
+        with Pipeline(settings) as pipeline:
+            pipeline.load()
+            result = pipeline.ask(args.question, args.top_k, generator=args.generator).model_dump(
+                mode="json", exclude_none=True)
     if args.json:
-        print(result.model_dump_json(indent=2, exclude_none=True))
+        print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
-    print(result.answer)
-    if result.fallback:
-        print(f"\n(answered by extractive fallback: {result.fallback.reason})")
-    for c in result.citations:
-        print(f"\n[{c.id}] {c.source} [{c.start}:{c.end}]\n    \"{c.text}\"")
+    print(result["answer"])
+    if result.get("fallback"):
+        print(f"\n(answered by extractive fallback: {result['fallback']['reason']})")
+    for c in result["citations"]:
+        print(f"\n[{c['id']}] {c['source']} [{c['start']}:{c['end']}]\n    \"{c['text']}\"")
     return 0
 
 
@@ -81,6 +93,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings=settings)
     # Our own access log carries request ids; uvicorn's would duplicate it.
     uvicorn.run(app, **uvicorn_options(settings, log_level=args.log_level, access_log=False))
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from server.feedback import export_lines, store_for
+
+    lines = export_lines(store_for(_settings(args).data_dir), args.verdict)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            n = sum(1 for line in lines if f.write(line) or True)
+        print(f"wrote {n} rated questions to {args.out}", file=sys.stderr)
+    else:
+        for line in lines:
+            sys.stdout.write(line)
     return 0
 
 
@@ -121,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--generator", default=None, help="extractive or openai")
     p.add_argument("--collection", help="a named collection; default: the default one")
+    p.add_argument("--local", action="store_true", help="answer in this process even when a server on "
+                   "RAG_HOST:RAG_PORT serves the same data dir (by default that server answers: no model loading)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("serve", help="run the HTTP API")
@@ -128,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="the widget's answer ratings")
+    fb = p.add_subparsers(dest="feedback_command", required=True)
+    p = fb.add_parser("export", help="ratings as a `rag eval` JSONL dataset")
+    p.add_argument("--verdict", choices=("up", "down", "all"), default="all")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_feedback_export)
 
     from eval.bench import add_arguments as add_bench_arguments
     from eval.cli import add_arguments as add_eval_arguments

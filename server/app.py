@@ -15,7 +15,7 @@ from rag.config import Settings
 from rag.collections import Collections
 from rag.pipeline import Pipeline
 
-from . import collections_api, documents_api, errors, openai_api, query_api
+from . import collections_api, docs_assets, documents_api, errors, feedback, openai_api, query_api, startup
 from .auth import Access
 from .guard import Guard
 from .hosts import HostCheck
@@ -40,6 +40,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
 
     def load() -> None:
         try:
+            for note in startup.first_start_notes(pipeline.settings):
+                log.info(note)
             if not pipeline.ready:
                 pipeline.load()
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
@@ -71,7 +73,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         if owned:
             pipeline.close()
 
-    app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="RAG question answering", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Answers questions from your documents with exact, checkable citations.")
     app.state.pipeline = pipeline
     metrics = app.state.metrics = Metrics(pipeline)
@@ -89,7 +91,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def readyz():
         if pipeline.ready and state["warm"]:
             idx = pipeline.index
-            return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks)}
+            return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks),
+                    "index_id": startup.index_id(pipeline.settings)}
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 
@@ -100,7 +103,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/widget.js", include_in_schema=False)
+    @app.api_route("/widget.js", methods=["GET", "HEAD"], include_in_schema=False)
     async def widget() -> FileResponse:
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
@@ -109,6 +112,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     collections = Collections(pipeline.settings, default=pipeline)
     router = collections_api.register(app, collections, metrics, access)
     openai_api.register(app, pipeline, metrics, collections=collections, router=router)
+    feedback.register(app, pipeline, metrics)
+    docs_assets.register(app)
     s = pipeline.settings
     # Added innermost first: client address -> request context -> Host check -> CORS -> body limit
     # (size, JSON depth and encoding) -> rate limit / shedding -> routes. The body is read (bounded in
@@ -124,4 +129,6 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     app.add_middleware(RequestContext, metrics=metrics)
     app.add_middleware(ClientAddress, trusted_proxies=s.trusted_proxies)
     errors.document_errors(app)
+    documented = app.openapi
+    app.openapi = lambda: docs_assets.add_bearer_scheme(documented())
     return app

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from playwright.sync_api import Page, expect
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from support import REPO, running_server
 
+PESKOV = "What did Peskov say?"
+expect.set_options(timeout=20_000)  # waiting, not timing: generous for a cold, slow CI machine
 CHROMIUM = os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -68,3 +71,36 @@ RECORD_STREAM_JS = """() => {
     }
   }).observe(shadow, {childList: true, subtree: true});
 }"""
+
+
+class Widget:
+    """The widget on a page, through its data-testid hooks (Playwright's CSS pierces the open shadow root)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.launcher = page.locator("[data-testid=rag-launcher]")
+        self.panel = page.locator("[data-testid=rag-panel]")
+        self.input = page.locator("[data-testid=rag-input]")
+        self.send = page.locator("[data-testid=rag-send]")
+        self.answers = page.locator("[data-testid=rag-answer]")
+        self.errors = page.locator("[data-testid=rag-error]")
+        self.source = page.locator("[data-testid=rag-source]")
+
+    def open(self) -> None:
+        self.launcher.click()
+        expect(self.panel).to_be_visible()
+        expect(self.input).to_be_focused()
+
+    def ask(self, question: str) -> None:
+        self.input.fill(question)
+        self.input.press("Enter")
+        expect(self.page.locator("[data-testid=rag-msg-user]").last).to_contain_text(question)
+
+    def answered(self):
+        """The last answer, once complete."""
+        answer = self.answers.last
+        expect(answer).to_have_attribute("data-state", "done")
+        return answer
+
+    def citation(self, answer, n: int):
+        return answer.locator(f"[data-testid=rag-answer-text] [data-testid=rag-citation][data-n='{n}']")

@@ -146,3 +146,30 @@ def serve_pipeline():
                 yield client
 
     return serve
+
+
+# -- headless Chromium ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium, one per test module (Playwright drives it; nothing is downloaded)."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page on a 360 px wide screen; any uncaught script error in it fails the test."""
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+    yield page
+    context.close()
+    assert script_errors == []

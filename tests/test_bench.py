@@ -58,9 +58,14 @@ def test_bench_on_seeds_reports_every_measurement(tmp_path, embedder, capsys):
 
     fl = r["floor"]
     assert fl["queries"] == REQUESTS
-    for key in ("embed_ms", "search_ms", "embed_plus_search_ms", "ask_in_process_ms"):
+    # The floor is the bare model at its best thread count, every count from 1 to the CPUs allowed tried.
+    assert str(fl["threads"]) in fl["by_threads"] and fl["by_threads"][str(fl["threads"])] == min(fl["by_threads"].values())
+    assert len(fl["by_threads"]) == m["nproc"]
+    for key in ("embed_ms", "embed_plus_search_ms"):
         s = fl[key]
         assert s["n"] == REQUESTS and 0 < s["p50"] <= s["p95"] <= s["p99"], key
+    s = fl["ask_in_process_ms"]
+    assert s["n"] == REQUESTS * len(fl["by_threads"]) and 0 < s["p50"] <= s["p95"] <= s["p99"]
 
     srv = r["server"]
     assert 0 < srv["cold_start_healthz_s"] <= srv["cold_start_readyz_s"]

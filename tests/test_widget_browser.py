@@ -3,73 +3,17 @@ streaming answers, citations, abstentions, errors, CORS, and markup in documents
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import expect
 
 from rag.documents import make_document
 from server.app import create_app
 
-from browser_support import (CHROMIUM, CHROMIUM_ARGS, RECORD_STREAM_JS, HostSite, artifacts_dir,
+from browser_support import (PESKOV, RECORD_STREAM_JS, HostSite, Widget, artifacts_dir,
                              serve_on_port)
 from support import OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, free_port, running_server
 
 pytestmark = pytest.mark.integration  # headless Chromium and the real model
 
-PESKOV = "What did Peskov say?"
-expect.set_options(timeout=20_000)  # waiting, not timing: generous for a cold, slow CI machine
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page on a 360 px wide screen; any uncaught script error in it fails the test."""
-    context = browser.new_context(viewport={"width": 360, "height": 740})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    script_errors: list[str] = []
-    page.on("pageerror", lambda exc: script_errors.append(str(exc)))
-    yield page
-    context.close()
-    assert script_errors == []
-
-
-class Widget:
-    """The widget on a page, through its data-testid hooks (Playwright's CSS pierces the open shadow root)."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.launcher = page.locator("[data-testid=rag-launcher]")
-        self.panel = page.locator("[data-testid=rag-panel]")
-        self.input = page.locator("[data-testid=rag-input]")
-        self.send = page.locator("[data-testid=rag-send]")
-        self.answers = page.locator("[data-testid=rag-answer]")
-        self.errors = page.locator("[data-testid=rag-error]")
-        self.source = page.locator("[data-testid=rag-source]")
-
-    def open(self) -> None:
-        self.launcher.click()
-        expect(self.panel).to_be_visible()
-        expect(self.input).to_be_focused()
-
-    def ask(self, question: str) -> None:
-        self.input.fill(question)
-        self.input.press("Enter")
-        expect(self.page.locator("[data-testid=rag-msg-user]").last).to_contain_text(question)
-
-    def answered(self):
-        """The last answer, once complete."""
-        answer = self.answers.last
-        expect(answer).to_have_attribute("data-state", "done")
-        return answer
-
-    def citation(self, answer, n: int):
-        return answer.locator(f"[data-testid=rag-answer-text] [data-testid=rag-citation][data-n='{n}']")
 
 
 def test_streams_an_answer_and_shows_the_cited_sentence(page, serve_pipeline, seed_pipeline):
