@@ -12,7 +12,8 @@ from typing import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
 from .config import RetrievalMode, Settings
 from .conversation import Turn, is_follow_up, standalone_query
-from .documents import Document, SkippedFile, display_source, load_paths, same_document
+from .documents import (Document, SkippedFile, fetch_options_for, is_url, limits_for, load_paths,
+                        same_document)
 from .embedding import Embedder, SentenceTransformerEmbedder, batch_threads
 from .errors import (DocumentNotFoundError, GeneratorError, IndexCorruptError, IndexMismatchError, IndexNotFoundError,
                      InputTooLargeError, InvalidInputError,
@@ -257,15 +258,27 @@ class Pipeline:
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
         """Bring the index in line with files: add new, update changed (by content), and remove
         documents whose files are gone from the directories named."""
-        paths = [Path(p) for p in paths]
-        loaded = load_paths(paths)
-        present = {d.source for d in loaded.documents} | {s.path for s in loaded.skipped}
-        roots = [display_source(p) for p in paths]
+        paths = [p if is_url(p) else Path(p) for p in paths]
+        known = None
+        if any(is_url(p) for p in paths):  # stored pages' validators make an unchanged page cost one 304
+            try:
+                stored = self._stored()
+            except (IndexCorruptError, IndexMismatchError):
+                stored = None
+            known = stored.document if stored is not None else None
+        loaded = load_paths(paths, limits=limits_for(self.settings), fetch_options=fetch_options_for(self.settings),
+                            known=known)
+        # Removal by stable identity: a file document's metadata.origin (its absolute path) under a
+        # directory named here, no longer loaded and gone from disk. API documents have no origin.
+        present = {d.metadata.get("origin") for d in loaded.documents}
+        roots = [str(p.resolve()) for p in paths if isinstance(p, Path) and p.is_dir()]
 
         def gone(doc: Document) -> bool:
-            under = any(doc.source == r or doc.source.startswith(r.rstrip("/") + "/")
-                        or (r == "." and not doc.source.startswith("/")) for r in roots)
-            return under and doc.source not in present and not Path(doc.source).exists()
+            origin = doc.metadata.get("origin")
+            if not isinstance(origin, str) or not origin.startswith("/"):
+                return False
+            under = any(origin.startswith(r.rstrip("/") + "/") for r in roots)
+            return under and origin not in present and not Path(origin).exists()
 
         return self.ingest_documents(loaded.documents, skipped=loaded.skipped, rebuild=rebuild, progress=progress,
                                      remove_if=gone)

@@ -1,55 +1,21 @@
-"""Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, with source filters."""
+"""Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, within a filter's rows."""
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import FusionMethod, RetrievalMode
 from .embedding import Embedder
+from .documents import page_of
 from .errors import InvalidInputError
+from .filters import Filter
 from .index import Index
 from .vectors import search as vector_search
 
 
-@dataclass(frozen=True)
-class Filters:
-    """Restrict retrieval to some documents. Patterns are shell globs (`seeds/*`); a list means any of."""
-
-    source: tuple[str, ...] = ()
-    document_id: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, raw: dict | None) -> "Filters | None":
-        if not raw:
-            return None
-        unknown = set(raw) - {"source", "document_id"}
-        if unknown:
-            raise InvalidInputError(f"unknown filter field(s) {sorted(unknown)}; supported: source, document_id")
-
-        def values(key: str) -> tuple[str, ...]:
-            v = raw.get(key)
-            if v is None:
-                return ()
-            items = [v] if isinstance(v, str) else v
-            if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
-                raise InvalidInputError(f"filter {key!r} must be a non-empty string or list of strings")
-            return tuple(items)
-
-        return cls(source=values("source"), document_id=values("document_id"))
-
-    def mask(self, index: Index) -> np.ndarray:
-        """Boolean mask over chunk rows that pass the filter."""
-        allowed = np.zeros(len(index.documents), dtype=bool)
-        for row, doc in enumerate(index.documents):
-            ok = True
-            if self.source:
-                ok = any(fnmatch.fnmatchcase(doc.source, p) for p in self.source)
-            if ok and self.document_id:
-                ok = doc.id in self.document_id
-            allowed[row] = ok
-        return allowed[index.chunk_doc_row] if len(index.chunks) else np.zeros(0, dtype=bool)
+# Filters live in rag.filters; `Filters` is kept as the name the pipeline imports.
+Filters = Filter
 
 
 @dataclass
@@ -65,11 +31,15 @@ class Passage:
     rank: int
     row: int = field(repr=False, default=-1)  # chunk row in the index snapshot
     dense_score: float | None = field(repr=False, default=None)  # cosine with the query, when computed
+    page: int | None = None  # 1-based page (PDF) or slide (pptx) where the passage starts
 
     def to_dict(self) -> dict:
-        return {"chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
-                "title": self.title, "text": self.text, "start": self.start, "end": self.end,
-                "score": round(float(self.score), 6), "rank": self.rank}
+        out = {"chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
+               "title": self.title, "text": self.text, "start": self.start, "end": self.end,
+               "score": round(float(self.score), 6), "rank": self.rank}
+        if self.page is not None:
+            out["page"] = self.page
+        return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -98,7 +68,7 @@ class Retriever:
         self.candidates = candidates
 
     def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
-               filters: Filters | None = None) -> list[Passage]:
+               filters: Filter | None = None) -> list[Passage]:
         if top_k < 1:
             raise InvalidInputError(f"top_k must be greater than 0, got {top_k}")
         mode = RetrievalMode(mode or self.mode)
@@ -129,7 +99,7 @@ class Retriever:
             doc = index.documents[index.chunk_doc_row[row]]
             passages.append(Passage(chunk_id=c.id, document_id=c.document_id, source=doc.source, title=doc.title,
                                     text=c.text, start=c.start, end=c.end, score=score, rank=rank, row=row,
-                                    dense_score=dense.get(row)))
+                                    dense_score=dense.get(row), page=page_of(doc, c.start)))
         return passages
 
     def _dense(self, index: Index, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:

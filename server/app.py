@@ -29,8 +29,8 @@ log = logging.getLogger("rag.server")
 ERRORS = {413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
-def _filters(model) -> dict | None:
-    return model.model_dump(exclude_none=True) if model is not None else None
+def _filters(parsed):
+    return parsed  # already a rag.filters.Filter (or None): parsed once by the request schema
 
 
 def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = None,

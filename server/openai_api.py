@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError
+from rag.filters import Filter
 from rag.pipeline import Pipeline
 
 from .auth import require_read
@@ -68,10 +69,11 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
     async def chat_completions(request: ChatCompletionRequest):
         check_model(request.model)
         question, history = split_conversation(request.messages)
+        filters = _filters(request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not request.stream:
-            result = (await run_in_threadpool(pipeline.ask, question, history=history)).to_dict()
+            result = (await run_in_threadpool(pipeline.ask, question, history=history, filters=filters)).to_dict()
             metrics.observe_answer(result, result["timings_ms"])
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
@@ -81,7 +83,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
                 "citations": result["citations"],
                 "rag": _extension(result),
             }
-        prepared = await run_in_threadpool(pipeline.prepare, question, history=history)
+        prepared = await run_in_threadpool(pipeline.prepare, question, history=history, filters=filters)
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
@@ -108,6 +110,15 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
             yield event(None, "[DONE]")
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _filters(request: ChatCompletionRequest) -> Filter | None:
+    """The extension field `rag_filters` (same syntax as `filters` on /ask; OpenAI clients send it with
+    `extra_body={"rag_filters": {...}}`)."""
+    raw = (request.model_extra or {}).get("rag_filters")
+    if raw is not None and not isinstance(raw, dict):
+        raise InvalidInputError("rag_filters must be an object")
+    return Filter.parse(raw, where="rag_filters")
 
 
 def _extension(result: dict) -> dict:

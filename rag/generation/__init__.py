@@ -30,11 +30,15 @@ class Citation:
     start: int
     end: int
     score: float
+    page: int | None = None  # 1-based page (PDF) or slide (pptx) holding `start`, when the document has pages
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
-                "title": self.title, "text": self.text, "start": self.start, "end": self.end,
-                "score": round(float(self.score), 6)}
+        out = {"id": self.id, "chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
+               "title": self.title, "text": self.text, "start": self.start, "end": self.end,
+               "score": round(float(self.score), 6)}
+        if self.page is not None:
+            out["page"] = self.page
+        return out
 
 
 @dataclass
