@@ -24,11 +24,13 @@ column, into a row mask that retrieval applies before top-k (see `Filter.mask`).
 from __future__ import annotations
 
 import datetime as _dt
-import fnmatch
 import math
 import re
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -43,7 +45,8 @@ MAX_CLAUSES = 32  # field conditions in one filter
 MAX_LIST = 256  # values in one $in / $nin / list
 MAX_STRING = 1000  # characters in one value
 MAX_GLOB = 256  # characters in one glob pattern
-MAX_GLOB_WILDCARDS = 16  # `*` in one glob pattern
+MAX_GLOB_WILDCARDS = 8  # `*` in one glob pattern
+MAX_GLOBS = 4  # glob patterns in one filter (each is matched against every distinct value)
 MAX_KEY_PARTS = 5  # metadata.a.b.c.d.e
 
 BUILTIN_FIELDS = ("source", "title", "document_id")
@@ -63,7 +66,7 @@ class Clause:
     field: str  # "source", "title", "document_id" or "metadata"
     key: tuple[str, ...]  # metadata key path; () for the built-in fields
     op: str
-    value: Any  # operand, normalised: tuple for $in/$nin, compiled regex for $glob, datetime for date ranges
+    value: Any  # operand, normalised: tuple for $in/$nin and $glob, datetime for date ranges
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ Node = Clause | Logical
 class _Parser:
     def __init__(self) -> None:
         self.clauses = 0
+        self.globs = 0
 
     def fail(self, where: str, message: str) -> FilterError:
         return FilterError(f"{where}: {message}")
@@ -149,9 +153,11 @@ class _Parser:
                 raise self.fail(where, f"more than {MAX_LIST} values")
             items = tuple(self.scalar(v, f"{where}[{i}]") for i, v in enumerate(value))
             if op == "$glob":
+                self.count_globs(len(items), where)
                 return tuple(_glob(v, f"{where}[{i}]") for i, v in enumerate(items))
             return items
         if op == "$glob":
+            self.count_globs(1, where)
             return (_glob(self.scalar(value, where), where),)
         scalar = self.scalar(value, where)
         if op in COMPARISONS:
@@ -161,6 +167,11 @@ class _Parser:
                 date = _as_datetime(scalar)
                 return date if date is not None else scalar
         return scalar
+
+    def count_globs(self, n: int, where: str) -> None:
+        self.globs += n
+        if self.globs > MAX_GLOBS:
+            raise self.fail(where, f"more than {MAX_GLOBS} glob patterns in one filter")
 
     def scalar(self, value: Any, where: str) -> Any:
         if value is None or isinstance(value, (bool, int)):
@@ -180,16 +191,73 @@ def _type(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
-def _glob(pattern: Any, where: str) -> re.Pattern:
+def _glob(pattern: Any, where: str) -> str:
+    """A checked glob pattern (kept as text; see `glob_regex`)."""
     if not isinstance(pattern, str) or not pattern:
         raise FilterError(f"{where}: a glob pattern is a non-empty string")
     if len(pattern) > MAX_GLOB:
         raise FilterError(f"{where}: glob patterns are at most {MAX_GLOB} characters")
     if pattern.count("*") > MAX_GLOB_WILDCARDS:
         raise FilterError(f"{where}: glob patterns hold at most {MAX_GLOB_WILDCARDS} `*`")
-    # fnmatch.translate makes each `*` an atomic group: matching is linear, never exponential.
-    # re.compile's own cache is bounded (512 patterns); nothing here keeps patterns alive.
-    return re.compile(fnmatch.translate(pattern))
+    return pattern
+
+
+def _glob_tokens(pattern: str, any_char: str) -> list[str | None]:
+    """Regex pieces of a glob (`*`, `?`, `[...]`, `[!...]`); None stands for a `*`."""
+    out: list[str | None] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] is not None:
+                out.append(None)
+        elif c == "?":
+            out.append(any_char)
+        elif c == "[":
+            j = i + (1 if i < n and pattern[i] == "!" else 0)
+            j += 1 if j < n and pattern[j] == "]" else 0
+            j = pattern.find("]", j)
+            if j < 0:
+                out.append(re.escape(c))
+                continue
+            body = pattern[i:j].replace("\\", "\\\\")
+            # A negated class must not match the newline that separates values in line mode.
+            negated = ("(?!\\n)" if any_char != "." else "") + "[^" + body[1:] + "]"
+            out.append(negated if body.startswith("!") else "[" + body + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+    return out
+
+
+def glob_regex(pattern: str, *, line: bool) -> str:
+    """A glob as a regex that cannot backtrack catastrophically: the text between two `*` is found by
+    an atomic lazy group (its first occurrence, which is also the right one for globs), as Python's
+    fnmatch does. `line=True` matches whole lines of a newline-joined column (wildcards stop at
+    newlines), else a whole single string."""
+    any_char = "[^\\n]" if line else "."
+    tokens = _glob_tokens(pattern, any_char)
+    parts: list[str] = []
+    i = 0
+    while i < len(tokens) and tokens[i] is not None:  # the literal head
+        parts.append(tokens[i])  # type: ignore[arg-type]
+        i += 1
+    segments: list[list[str]] = []
+    while i < len(tokens):  # tokens[i] is a star; collect the segment after it
+        i += 1
+        seg: list[str] = []
+        while i < len(tokens) and tokens[i] is not None:
+            seg.append(tokens[i])  # type: ignore[arg-type]
+            i += 1
+        segments.append(seg)
+    for k, seg in enumerate(segments):
+        last = k == len(segments) - 1
+        if last:
+            parts.append(f"{any_char}*" + "".join(seg))
+        else:
+            parts.append(f"(?>{any_char}*?" + "".join(seg) + ")")
+    return "".join(parts)
 
 
 def _as_datetime(value: Any) -> _dt.datetime | None:
@@ -226,7 +294,8 @@ def _scalar_test(clause: Clause) -> Callable[[Any], bool]:
 
         return member
     if op == "$glob":
-        return lambda x: isinstance(x, str) and any(p.match(x) is not None for p in v)
+        match = re.compile("(?s:" + "|".join(f"(?:{glob_regex(p, line=False)})" for p in v) + r")\Z").match
+        return lambda x: isinstance(x, str) and match(x) is not None
     compare = {"$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
                "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}[op]
     if isinstance(v, _dt.datetime):
@@ -239,10 +308,81 @@ def _scalar_test(clause: Clause) -> Callable[[Any], bool]:
     return lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and compare(x, v)
 
 
-def _clause_mask(clause: Clause, column: Sequence[Any]) -> np.ndarray:
+class Column:
+    """One field's values over the documents, dictionary-encoded: `codes[row]` indexes `uniques`. A
+    clause is tested once per distinct value (50 authors, not 100k documents), then spread by `codes`."""
+
+    __slots__ = ("codes", "uniques", "_numbers", "_times", "_lists", "_joined", "_is_str")
+
+    def __init__(self, values: Iterable[Any]):
+        seen: dict[Any, int] = {}
+        uniques: list[Any] = []
+        codes: list[int] = []
+        for v in values:
+            t = type(v)
+            # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python.
+            key = (t, v) if t is str or t is int or t is float or t is bool or v is None else (t, repr(v))
+            code = seen.get(key)
+            if code is None:
+                code = seen[key] = len(uniques)
+                uniques.append(v)
+            codes.append(code)
+        self.codes = np.asarray(codes, dtype=np.int32)
+        self.uniques = uniques
+        self._numbers: np.ndarray | None = None
+        self._times: np.ndarray | None = None
+        self._lists = any(type(u) is list for u in uniques)
+        self._joined: tuple[str, np.ndarray] | None = None
+        self._is_str: np.ndarray | None = None
+
+    def numbers(self) -> np.ndarray:
+        """Each distinct value as a float (NaN when it is not a number; booleans are not numbers)."""
+        if self._numbers is None:
+            self._numbers = np.array([float(u) if type(u) in (int, float) else np.nan for u in self.uniques],
+                                     dtype=np.float64)
+        return self._numbers
+
+    def glob_mask(self, patterns: Sequence[str]) -> np.ndarray:
+        """Which distinct values match any of `patterns`: one regex scan over the values joined by
+        newlines (no Python call per value), each match mapped back to its value by offset."""
+        if self._joined is None:
+            texts = [u.replace("\n", " ") if type(u) is str else "" for u in self.uniques]
+            lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts))
+            # "\n" before every value: the regex starts with that literal, so the engine jumps from
+            # value to value (a fast character search) instead of trying every position.
+            self._joined = ("\n" + "\n".join(texts) + "\n", np.concatenate(([1], 1 + np.cumsum(lengths)[:-1])))
+            self._is_str = np.fromiter((type(u) is str for u in self.uniques), dtype=bool, count=len(self.uniques))
+        text, starts = self._joined
+        regex = re.compile("\n(?:" + "|".join(f"(?:{glob_regex(p, line=True)})" for p in patterns) + ")(?=\n)")
+        hits = np.fromiter((m.start() + 1 for m in regex.finditer(text)), dtype=np.int64)
+        out = np.zeros(len(self.uniques), dtype=bool)
+        out[np.searchsorted(starts, hits, side="right") - 1] = True
+        return out & self._is_str
+
+    def times(self) -> np.ndarray:
+        """Each distinct value as a UTC timestamp (NaN when it is not an ISO 8601 date string)."""
+        if self._times is None:
+            parsed = (_as_datetime(u) for u in self.uniques)
+            self._times = np.array([d.timestamp() if d is not None else np.nan for d in parsed], dtype=np.float64)
+        return self._times
+
+
+def _clause_mask(clause: Clause, column: Column) -> np.ndarray:
     if clause.op == "$exists":
-        present = np.fromiter((x is not _MISSING and x is not None for x in column), dtype=bool, count=len(column))
-        return present if clause.value else ~present
+        present = np.fromiter((x is not _MISSING and x is not None for x in column.uniques), dtype=bool,
+                              count=len(column.uniques))
+        return (present if clause.value else ~present)[column.codes]
+    if clause.op in COMPARISONS and not column._lists and not isinstance(clause.value, str):
+        # Numbers and dates compare as arrays (NaN, for other types, never satisfies a comparison).
+        if isinstance(clause.value, _dt.datetime):
+            values, bound = column.times(), clause.value.timestamp()
+        else:
+            values, bound = column.numbers(), float(clause.value)
+        with np.errstate(invalid="ignore"):
+            out = _NUMPY_COMPARE[clause.op](values, bound)
+        return out[column.codes]
+    if clause.op == "$glob" and not column._lists:
+        return column.glob_mask(clause.value)[column.codes]
     test = _scalar_test(clause)
 
     def holds(x: Any) -> bool:
@@ -252,27 +392,13 @@ def _clause_mask(clause: Clause, column: Sequence[Any]) -> np.ndarray:
             return any(test(item) for item in x[:MAX_LIST])
         return test(x)
 
-    mask = np.fromiter((holds(x) for x in column), dtype=bool, count=len(column))
-    return ~mask if clause.op in ("$ne", "$nin") else mask
+    mask = np.fromiter((holds(x) for x in column.uniques), dtype=bool, count=len(column.uniques))
+    if clause.op in ("$ne", "$nin"):
+        mask = ~mask
+    return mask[column.codes]
 
 
-class _Columns:
-    """Field values per document row, extracted once per evaluation (not cached across requests)."""
-
-    def __init__(self, documents: Sequence["Document"]):
-        self.documents = documents
-        self._cache: dict[tuple, list] = {}
-
-    def get(self, clause: Clause) -> list:
-        name = (clause.field, *clause.key)
-        if name not in self._cache:
-            if clause.field == "metadata":
-                self._cache[name] = [_lookup(d.metadata, clause.key) for d in self.documents]
-            elif clause.field == "document_id":
-                self._cache[name] = [d.id for d in self.documents]
-            else:
-                self._cache[name] = [getattr(d, clause.field) for d in self.documents]
-        return self._cache[name]
+_NUMPY_COMPARE = {"$gt": np.greater, "$gte": np.greater_equal, "$lt": np.less, "$lte": np.less_equal}
 
 
 def _lookup(metadata: Any, key: tuple[str, ...]) -> Any:
@@ -284,6 +410,48 @@ def _lookup(metadata: Any, key: tuple[str, ...]) -> Any:
         if value is _MISSING:
             return _MISSING
     return value
+
+
+def _values(documents: Sequence["Document"], field: str, key: tuple[str, ...]) -> Iterator[Any]:
+    if field == "metadata":
+        return (_lookup(d.metadata, key) for d in documents)
+    if field == "document_id":
+        return (d.id for d in documents)
+    return (getattr(d, field) for d in documents)
+
+
+MAX_CACHED_COLUMNS = 32
+_CACHE: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Column]]" = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+class _Columns:
+    """Columns of one document list. For an index snapshot they are kept with the snapshot (at most
+    `MAX_CACHED_COLUMNS` per snapshot, least recently used dropped, gone with the snapshot), so a field
+    is encoded once however many requests filter on it; other lists are encoded per call."""
+
+    def __init__(self, documents: Sequence["Document"], owner: Any = None):
+        self.documents = documents
+        self.owner = owner
+
+    def get(self, clause: Clause) -> Column:
+        name = (clause.field, *clause.key)
+        if self.owner is None:
+            return Column(_values(self.documents, clause.field, clause.key))
+        with _CACHE_LOCK:
+            cache = _CACHE.get(self.owner)
+            if cache is None:
+                cache = _CACHE[self.owner] = OrderedDict()
+            column = cache.get(name)
+            if column is not None:
+                cache.move_to_end(name)
+                return column
+        column = Column(_values(self.documents, clause.field, clause.key))
+        with _CACHE_LOCK:
+            cache[name] = column
+            while len(cache) > MAX_CACHED_COLUMNS:
+                cache.popitem(last=False)
+        return column
 
 
 class Filter:
@@ -305,13 +473,15 @@ class Filter:
     def __repr__(self) -> str:
         return f"Filter({self.raw!r})"
 
-    def document_mask(self, documents: Sequence["Document"], doc_row: dict[str, int] | None = None) -> np.ndarray:
-        """One boolean per document: whether it passes."""
-        return self._eval(self.root, _Columns(documents), len(documents), doc_row)
+    def document_mask(self, documents: Sequence["Document"], doc_row: dict[str, int] | None = None, *,
+                      owner: Any = None) -> np.ndarray:
+        """One boolean per document: whether it passes. `owner` (an index snapshot) keeps the encoded
+        columns for later calls on the same documents."""
+        return self._eval(self.root, _Columns(documents, owner), len(documents), doc_row)
 
     def mask(self, index: "Index") -> np.ndarray:
         """One boolean per chunk row of `index`, for retrieval to search within."""
-        allowed = self.document_mask(index.documents, index.doc_row)
+        allowed = self.document_mask(index.documents, index.doc_row, owner=index)
         return allowed[index.chunk_doc_row] if len(index.chunks) else np.zeros(0, dtype=bool)
 
     def matches(self, documents: Iterable["Document"]) -> list["Document"]:
