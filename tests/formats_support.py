@@ -165,3 +165,92 @@ def pdf_text_decoding_to_surrogates() -> bytes:
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+class PageSite:
+    """A small web site for fetch tests, served by uvicorn on loopback (`with site.serve() as base:`).
+
+    /menu.html    the bakery page, with an ETag (answers 304 to a matching If-None-Match)
+    /report.pdf   the two-page PDF
+    /plain        text/plain without a suffix in the URL
+    /image.png    an unsupported content type
+    /big          declares a Content-Length over any small cap; /stream sends 3 MB without one
+    /hop/N        redirects N times, then to /menu.html; /loop redirects to itself
+    /to?url=U     redirects to U (any scheme or host)
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict]] = []  # (path, headers) of every request
+        self.bodies_sent = 0  # full (200) page bodies sent
+        self.menu = MENU_HTML
+        self.pdf = two_page_pdf()
+
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.responses import RedirectResponse, Response, StreamingResponse
+        from starlette.routing import Route
+
+        site = self
+
+        def etag() -> str:
+            import hashlib
+
+            return '"' + hashlib.sha256(site.menu.encode()).hexdigest()[:16] + '"'
+
+        async def record(request):
+            site.requests.append((request.url.path, dict(request.headers)))
+
+        async def menu(request):
+            await record(request)
+            if request.headers.get("if-none-match") == etag():
+                return Response(status_code=304, headers={"ETag": etag()})
+            site.bodies_sent += 1
+            return Response(site.menu, media_type="text/html; charset=utf-8", headers={"ETag": etag()})
+
+        async def pdf(request):
+            await record(request)
+            site.bodies_sent += 1
+            return Response(site.pdf, media_type="application/pdf")
+
+        async def plain(request):
+            await record(request)
+            return Response("Plain words about the harbour ferry timetable.\n", media_type="text/plain")
+
+        async def image(request):
+            await record(request)
+            return Response(b"\x89PNG....", media_type="image/png")
+
+        async def big(request):
+            await record(request)
+            return Response(b"x" * 10, media_type="text/plain", headers={"Content-Length": str(10 ** 9)})
+
+        async def stream(request):
+            await record(request)
+
+            async def chunks():
+                for _ in range(300):
+                    yield b"word " * 2000
+
+            return StreamingResponse(chunks(), media_type="text/plain")
+
+        async def hop(request):
+            await record(request)
+            n = int(request.path_params["n"])
+            return RedirectResponse("/menu.html" if n <= 0 else f"/hop/{n - 1}", status_code=302)
+
+        async def loop(request):
+            await record(request)
+            return RedirectResponse("/loop", status_code=301)
+
+        async def to(request):
+            await record(request)
+            return RedirectResponse(request.query_params["url"], status_code=307)
+
+        return Starlette(routes=[Route("/menu.html", menu), Route("/report.pdf", pdf), Route("/plain", plain),
+                                 Route("/image.png", image), Route("/big", big), Route("/stream", stream),
+                                 Route("/hop/{n}", hop), Route("/loop", loop), Route("/to", to)])
+
+    def serve(self):
+        from support import running_server
+
+        return running_server(self.app())
