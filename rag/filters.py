@@ -421,7 +421,7 @@ def _values(documents: Sequence["Document"], field: str, key: tuple[str, ...]) -
 
 
 MAX_CACHED_COLUMNS = 32
-_CACHE: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple, Column]]" = weakref.WeakKeyDictionary()
+_CACHE: dict[int, "OrderedDict[tuple, Column]"] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -439,9 +439,10 @@ class _Columns:
         if self.owner is None:
             return Column(_values(self.documents, clause.field, clause.key))
         with _CACHE_LOCK:
-            cache = _CACHE.get(self.owner)
-            if cache is None:
-                cache = _CACHE[self.owner] = OrderedDict()
+            cache = _CACHE.get(id(self.owner))
+            if cache is None:  # dropped when the snapshot is (an index is unhashable: keyed by id)
+                cache = _CACHE[id(self.owner)] = OrderedDict()
+                weakref.finalize(self.owner, _CACHE.pop, id(self.owner), None)
             column = cache.get(name)
             if column is not None:
                 cache.move_to_end(name)
