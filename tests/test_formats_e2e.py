@@ -251,3 +251,18 @@ def test_rag_ingest_command_summary_and_exit_code(tmp_path):
     assert "skipped corpus/junk.bin: unsupported type" in run.stderr
     assert "skipped corpus/link.txt: symlink: symbolic link to a file outside the directory" in run.stderr
     assert str(tmp_path) not in run.stdout.split(" at ")[0]  # sources and names: never absolute paths
+
+
+def test_ingest_by_url_then_again_costs_a_304(tmp_pipeline, tmp_path):
+    site = PageSite()
+    with site.serve() as base:
+        pipeline = tmp_pipeline(tmp_path / "data", fetch_allow_private=True)
+        first = pipeline.ingest([f"{base}/menu.html", f"{base}/report.pdf"])
+        assert (first.added, first.skipped) == (2, [])
+        sent = site.bodies_sent
+        second = pipeline.ingest([f"{base}/menu.html"])
+        assert (second.added, second.updated, second.unchanged, second.removed) == (0, 0, 1, 0)
+        assert site.bodies_sent == sent and site.requests[-1][1]["if-none-match"]
+        refused = tmp_pipeline(tmp_path / "data").ingest([f"{base}/menu.html"])  # the default settings
+        assert [(s.path, s.kind, s.failed) for s in refused.skipped] == [(f"{base}/menu.html", "fetch failed", True)]
+        assert "RAG_FETCH_ALLOW_PRIVATE" in refused.skipped[0].reason
