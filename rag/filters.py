@@ -26,15 +26,14 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-import threading
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .columns import MISSING, Column, Columns, as_datetime
 from .errors import InvalidInputError
+from .globs import glob_regex
 
 if TYPE_CHECKING:
     from .documents import Document
@@ -52,8 +51,6 @@ MAX_KEY_PARTS = 5  # metadata.a.b.c.d.e
 BUILTIN_FIELDS = ("source", "title", "document_id")
 COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 OPERATORS = ("$eq", "$ne", "$in", "$nin", *COMPARISONS, "$exists", "$glob")
-_MISSING = object()
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.+\-Z]{2,32})?")
 
 
 class FilterError(InvalidInputError):
@@ -164,7 +161,7 @@ class _Parser:
             if isinstance(scalar, bool) or scalar is None:
                 raise self.fail(where, "expected a number, a date (YYYY-MM-DD...) or a string")
             if isinstance(scalar, str):
-                date = _as_datetime(scalar)
+                date = as_datetime(scalar)
                 return date if date is not None else scalar
         return scalar
 
@@ -202,75 +199,6 @@ def _glob(pattern: Any, where: str) -> str:
     return pattern
 
 
-def _glob_tokens(pattern: str, any_char: str) -> list[str | None]:
-    """Regex pieces of a glob (`*`, `?`, `[...]`, `[!...]`); None stands for a `*`."""
-    out: list[str | None] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        i += 1
-        if c == "*":
-            if not out or out[-1] is not None:
-                out.append(None)
-        elif c == "?":
-            out.append(any_char)
-        elif c == "[":
-            j = i + (1 if i < n and pattern[i] == "!" else 0)
-            j += 1 if j < n and pattern[j] == "]" else 0
-            j = pattern.find("]", j)
-            if j < 0:
-                out.append(re.escape(c))
-                continue
-            body = pattern[i:j].replace("\\", "\\\\")
-            # A negated class must not match the newline that separates values in line mode.
-            negated = ("(?!\\n)" if any_char != "." else "") + "[^" + body[1:] + "]"
-            out.append(negated if body.startswith("!") else "[" + body + "]")
-            i = j + 1
-        else:
-            out.append(re.escape(c))
-    return out
-
-
-def glob_regex(pattern: str, *, line: bool) -> str:
-    """A glob as a regex that cannot backtrack catastrophically: the text between two `*` is found by
-    an atomic lazy group (its first occurrence, which is also the right one for globs), as Python's
-    fnmatch does. `line=True` matches whole lines of a newline-joined column (wildcards stop at
-    newlines), else a whole single string."""
-    any_char = "[^\\n]" if line else "."
-    tokens = _glob_tokens(pattern, any_char)
-    parts: list[str] = []
-    i = 0
-    while i < len(tokens) and tokens[i] is not None:  # the literal head
-        parts.append(tokens[i])  # type: ignore[arg-type]
-        i += 1
-    segments: list[list[str]] = []
-    while i < len(tokens):  # tokens[i] is a star; collect the segment after it
-        i += 1
-        seg: list[str] = []
-        while i < len(tokens) and tokens[i] is not None:
-            seg.append(tokens[i])  # type: ignore[arg-type]
-            i += 1
-        segments.append(seg)
-    for k, seg in enumerate(segments):
-        last = k == len(segments) - 1
-        if last:
-            parts.append(f"{any_char}*" + "".join(seg))
-        else:
-            parts.append(f"(?>{any_char}*?" + "".join(seg) + ")")
-    return "".join(parts)
-
-
-def _as_datetime(value: Any) -> _dt.datetime | None:
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        return None
-    try:
-        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_dt.timezone.utc)
-
-
-# -- evaluation --------------------------------------------------------------------------------
 def _scalar_test(clause: Clause) -> Callable[[Any], bool]:
     """A test of one (non-list) value against a clause."""
     op, v = clause.op, clause.value
@@ -300,7 +228,7 @@ def _scalar_test(clause: Clause) -> Callable[[Any], bool]:
                "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}[op]
     if isinstance(v, _dt.datetime):
         def by_date(x: Any) -> bool:
-            d = _as_datetime(x)
+            d = as_datetime(x)
             return d is not None and compare(d, v)
         return by_date
     if isinstance(v, str):
@@ -308,68 +236,9 @@ def _scalar_test(clause: Clause) -> Callable[[Any], bool]:
     return lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and compare(x, v)
 
 
-class Column:
-    """One field's values over the documents, dictionary-encoded: `codes[row]` indexes `uniques`. A
-    clause is tested once per distinct value (50 authors, not 100k documents), then spread by `codes`."""
-
-    __slots__ = ("codes", "uniques", "_numbers", "_times", "_lists", "_joined", "_is_str")
-
-    def __init__(self, values: Iterable[Any]):
-        seen: dict[Any, int] = {}
-        uniques: list[Any] = []
-        codes: list[int] = []
-        for v in values:
-            t = type(v)
-            # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python.
-            key = (t, v) if t is str or t is int or t is float or t is bool or v is None else (t, repr(v))
-            code = seen.get(key)
-            if code is None:
-                code = seen[key] = len(uniques)
-                uniques.append(v)
-            codes.append(code)
-        self.codes = np.asarray(codes, dtype=np.int32)
-        self.uniques = uniques
-        self._numbers: np.ndarray | None = None
-        self._times: np.ndarray | None = None
-        self._lists = any(type(u) is list for u in uniques)
-        self._joined: tuple[str, np.ndarray] | None = None
-        self._is_str: np.ndarray | None = None
-
-    def numbers(self) -> np.ndarray:
-        """Each distinct value as a float (NaN when it is not a number; booleans are not numbers)."""
-        if self._numbers is None:
-            self._numbers = np.array([float(u) if type(u) in (int, float) else np.nan for u in self.uniques],
-                                     dtype=np.float64)
-        return self._numbers
-
-    def glob_mask(self, patterns: Sequence[str]) -> np.ndarray:
-        """Which distinct values match any of `patterns`: one regex scan over the values joined by
-        newlines (no Python call per value), each match mapped back to its value by offset."""
-        if self._joined is None:
-            texts = [u.replace("\n", " ") if type(u) is str else "" for u in self.uniques]
-            lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts))
-            # "\n" before every value: the regex starts with that literal, so the engine jumps from
-            # value to value (a fast character search) instead of trying every position.
-            self._joined = ("\n" + "\n".join(texts) + "\n", np.concatenate(([1], 1 + np.cumsum(lengths)[:-1])))
-            self._is_str = np.fromiter((type(u) is str for u in self.uniques), dtype=bool, count=len(self.uniques))
-        text, starts = self._joined
-        regex = re.compile("\n(?:" + "|".join(f"(?:{glob_regex(p, line=True)})" for p in patterns) + ")(?=\n)")
-        hits = np.fromiter((m.start() + 1 for m in regex.finditer(text)), dtype=np.int64)
-        out = np.zeros(len(self.uniques), dtype=bool)
-        out[np.searchsorted(starts, hits, side="right") - 1] = True
-        return out & self._is_str
-
-    def times(self) -> np.ndarray:
-        """Each distinct value as a UTC timestamp (NaN when it is not an ISO 8601 date string)."""
-        if self._times is None:
-            parsed = (_as_datetime(u) for u in self.uniques)
-            self._times = np.array([d.timestamp() if d is not None else np.nan for d in parsed], dtype=np.float64)
-        return self._times
-
-
 def _clause_mask(clause: Clause, column: Column) -> np.ndarray:
     if clause.op == "$exists":
-        present = np.fromiter((x is not _MISSING and x is not None for x in column.uniques), dtype=bool,
+        present = np.fromiter((x is not MISSING and x is not None for x in column.uniques), dtype=bool,
                               count=len(column.uniques))
         return (present if clause.value else ~present)[column.codes]
     if clause.op in COMPARISONS and not column._lists and not isinstance(clause.value, str):
@@ -386,7 +255,7 @@ def _clause_mask(clause: Clause, column: Column) -> np.ndarray:
     test = _scalar_test(clause)
 
     def holds(x: Any) -> bool:
-        if x is _MISSING:
+        if x is MISSING:
             return False
         if isinstance(x, list):  # a list-valued field matches when one of its items does
             return any(test(item) for item in x[:MAX_LIST])
@@ -399,60 +268,6 @@ def _clause_mask(clause: Clause, column: Column) -> np.ndarray:
 
 
 _NUMPY_COMPARE = {"$gt": np.greater, "$gte": np.greater_equal, "$lt": np.less, "$lte": np.less_equal}
-
-
-def _lookup(metadata: Any, key: tuple[str, ...]) -> Any:
-    value = metadata
-    for part in key:
-        if not isinstance(value, dict):
-            return _MISSING
-        value = value.get(part, _MISSING)
-        if value is _MISSING:
-            return _MISSING
-    return value
-
-
-def _values(documents: Sequence["Document"], field: str, key: tuple[str, ...]) -> Iterator[Any]:
-    if field == "metadata":
-        return (_lookup(d.metadata, key) for d in documents)
-    if field == "document_id":
-        return (d.id for d in documents)
-    return (getattr(d, field) for d in documents)
-
-
-MAX_CACHED_COLUMNS = 32
-_CACHE: dict[int, "OrderedDict[tuple, Column]"] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-class _Columns:
-    """Columns of one document list. For an index snapshot they are kept with the snapshot (at most
-    `MAX_CACHED_COLUMNS` per snapshot, least recently used dropped, gone with the snapshot), so a field
-    is encoded once however many requests filter on it; other lists are encoded per call."""
-
-    def __init__(self, documents: Sequence["Document"], owner: Any = None):
-        self.documents = documents
-        self.owner = owner
-
-    def get(self, clause: Clause) -> Column:
-        name = (clause.field, *clause.key)
-        if self.owner is None:
-            return Column(_values(self.documents, clause.field, clause.key))
-        with _CACHE_LOCK:
-            cache = _CACHE.get(id(self.owner))
-            if cache is None:  # dropped when the snapshot is (an index is unhashable: keyed by id)
-                cache = _CACHE[id(self.owner)] = OrderedDict()
-                weakref.finalize(self.owner, _CACHE.pop, id(self.owner), None)
-            column = cache.get(name)
-            if column is not None:
-                cache.move_to_end(name)
-                return column
-        column = Column(_values(self.documents, clause.field, clause.key))
-        with _CACHE_LOCK:
-            cache[name] = column
-            while len(cache) > MAX_CACHED_COLUMNS:
-                cache.popitem(last=False)
-        return column
 
 
 class Filter:
@@ -478,7 +293,7 @@ class Filter:
                       owner: Any = None) -> np.ndarray:
         """One boolean per document: whether it passes. `owner` (an index snapshot) keeps the encoded
         columns for later calls on the same documents."""
-        return self._eval(self.root, _Columns(documents, owner), len(documents), doc_row)
+        return self._eval(self.root, Columns(documents, owner), len(documents), doc_row)
 
     def mask(self, index: "Index") -> np.ndarray:
         """One boolean per chunk row of `index`, for retrieval to search within."""
@@ -489,7 +304,7 @@ class Filter:
         docs = list(documents)
         return [d for d, ok in zip(docs, self.document_mask(docs)) if ok]
 
-    def _eval(self, node: Node, columns: _Columns, n: int, doc_row: dict[str, int] | None) -> np.ndarray:
+    def _eval(self, node: Node, columns: Columns, n: int, doc_row: dict[str, int] | None) -> np.ndarray:
         if isinstance(node, Clause):
             if node.field == "document_id" and node.op in ("$eq", "$in") and doc_row is not None:
                 # Ids are indexed: mark the named rows instead of scanning every document.
@@ -498,7 +313,7 @@ class Filter:
                 rows = [doc_row[i] for i in ids if isinstance(i, str) and i in doc_row]
                 out[rows] = True
                 return out
-            return _clause_mask(node, columns.get(node))
+            return _clause_mask(node, columns.get(node.field, node.key))
         if node.op == "$not":
             return ~self._eval(node.children[0], columns, n, doc_row)
         masks = (self._eval(c, columns, n, doc_row) for c in node.children)

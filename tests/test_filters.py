@@ -129,7 +129,7 @@ def test_globs_agree_with_fnmatch_on_every_path():
 def test_encoded_columns_live_and_die_with_their_snapshot():
     import gc
 
-    from rag import filters
+    from rag import columns
 
     class Snapshot:
         pass
@@ -137,11 +137,11 @@ def test_encoded_columns_live_and_die_with_their_snapshot():
     snap = Snapshot()
     f = Filter.parse({"metadata.author": "Ann", "metadata.year": {"$gt": 2020}})
     assert list(f.document_mask(DOCS, owner=snap)) == [True, False, False, False]
-    assert len(filters._CACHE[id(snap)]) == 2
-    for i in range(filters.MAX_CACHED_COLUMNS + 10):  # client-chosen keys cannot grow it without bound
+    assert len(columns._CACHE[id(snap)]) == 2
+    for i in range(columns.MAX_CACHED_COLUMNS + 10):  # client-chosen keys cannot grow it without bound
         Filter.parse({f"metadata.k{i}": 1}).document_mask(DOCS, owner=snap)
-    assert len(filters._CACHE[id(snap)]) == filters.MAX_CACHED_COLUMNS
+    assert len(columns._CACHE[id(snap)]) == columns.MAX_CACHED_COLUMNS
     key = id(snap)
     del snap
     gc.collect()
-    assert key not in filters._CACHE
+    assert key not in columns._CACHE
