@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import DocumentError
-from .loaders import FORMATS, Limits, LoaderError, clean_text, decode_text, format_for, load_bytes
+from .loaders import (FORMATS, DocumentTooLargeError, Limits, LoaderError, MissingFileError, UnreadableFileError,
+                      clean_text, decode_text, format_for, load_bytes)
 from .loaders.html import html_to_text
 
 __all__ = ["Document", "LoadResult", "SkippedFile", "decode_text", "document_id_for", "html_to_text",
@@ -72,7 +73,6 @@ class SkippedFile:
 class LoadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
-    unchanged_urls: int = 0  # pages whose server said 304 Not Modified (nothing fetched or parsed)
 
     @property
     def failed(self) -> list[SkippedFile]:
@@ -135,14 +135,11 @@ def load_file(path: Path, *, source: str | None = None, limits: Limits | None = 
     try:
         size = path.stat().st_size
         if size > limits.max_bytes:
-            from .loaders import DocumentTooLargeError
-
             raise DocumentTooLargeError(f"{source}: {size} bytes is over the {limits.max_bytes} byte limit")
         data = path.read_bytes()
     except OSError as exc:
-        err = LoaderError(f"{source}: cannot be read ({exc.strerror or exc})")
-        err.kind = "not found" if isinstance(exc, FileNotFoundError) else "unreadable"
-        raise err from None
+        error = MissingFileError if isinstance(exc, FileNotFoundError) else UnreadableFileError
+        raise error(f"{source}: cannot be read ({exc.strerror or exc})") from None
     loaded = load_bytes(data, source, kind=kind, limits=limits)
     return make_document(loaded.text, source=source, title=loaded.title,
                          metadata={**loaded.metadata, "origin": _origin(path)})
@@ -237,17 +234,15 @@ def load_paths(paths: Iterable[str | Path], *, limits: Limits | None = None, fet
         except DocumentError as exc:
             result.skipped.append(SkippedFile(entry.source, _reason(exc), "empty", failed=entry.explicit))
             continue
-        if _add(result, seen, doc):
-            continue
+        _add(result, seen, doc)
     for url in urls:
         from .fetch import FetchOptions, load_url
 
         try:
-            doc, unchanged = load_url(str(url), options=fetch_options or FetchOptions(), limits=limits, known=known)
+            doc, _unchanged = load_url(str(url), options=fetch_options or FetchOptions(), limits=limits, known=known)
         except LoaderError as exc:
             result.skipped.append(SkippedFile(str(url), _reason(exc), exc.kind, failed=True))
             continue
-        result.unchanged_urls += unchanged
         _add(result, seen, doc)
     return result
 

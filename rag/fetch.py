@@ -11,7 +11,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urljoin
 
 import httpx
@@ -158,7 +158,7 @@ def _read(response: httpx.Response, url: str, options: FetchOptions, deadline: f
 
 
 def load_url(url: str, *, options: FetchOptions, limits: Limits | None = None,
-             known: "callable | None" = None) -> tuple["Document", bool]:
+             known: Callable[[str], "Document | None"] | None = None) -> tuple["Document", bool]:
     """A web page as a document (source and `metadata.origin`: the URL as given). Returns (document,
     unchanged): with a stored copy whose validators still match, the server answers 304 and the stored
     document comes back as it is (nothing downloaded, parsed or embedded)."""

@@ -20,10 +20,11 @@ from typing import Callable
 
 from .base import RESERVED_KEYS, Budget, Limits, Loaded, check_size, clean_text, decode_text
 from .errors import (BinaryContentError, BrokenDocumentError, DocumentTooLargeError, EmptyDocumentError,
-                     LoaderError, UnsupportedFormatError)
+                     LoaderError, MissingFileError, UnreadableFileError, UnsupportedFormatError)
 
 __all__ = ["FORMATS", "CONTENT_TYPES", "Limits", "Loaded", "LoaderError", "UnsupportedFormatError",
            "BinaryContentError", "BrokenDocumentError", "DocumentTooLargeError", "EmptyDocumentError",
+           "MissingFileError", "UnreadableFileError",
            "RESERVED_KEYS", "clean_text", "decode_text", "format_for", "load_bytes", "supported_suffixes"]
 
 # suffix -> format name (= module name)

@@ -27,6 +27,14 @@ class BrokenDocumentError(LoaderError):
     kind = "broken"
 
 
+class UnreadableFileError(LoaderError):
+    kind = "unreadable"
+
+
+class MissingFileError(UnreadableFileError):
+    kind = "not found"
+
+
 class DocumentTooLargeError(LoaderError, InputTooLargeError):
     """Over a size, page, decompression or time bound (413)."""
 

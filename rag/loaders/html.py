@@ -121,7 +121,8 @@ def load(data: bytes, name: str, budget: Budget, *, charset: str | None = None) 
                                             parser=lxml_html.HTMLParser(encoding="utf-8", no_network=True))
     except (etree.ParserError, ValueError) as exc:
         raise BrokenDocumentError(f"{name}: not readable HTML ({exc})") from None
-    page_title = _inline_text(root.find(".//title")) if root.find(".//title") is not None else ""
+    title_el = root.find(".//title")
+    page_title = _inline_text(title_el) if title_el is not None else ""
     _strip_furniture(root)
     budget.check_time()
     extracted = trafilatura.bare_extraction(root, include_tables=True, include_comments=False,
