@@ -211,3 +211,18 @@ def test_sources_are_relative_to_what_was_named(tmp_path, monkeypatch):
     monkeypatch.chdir(docs)
     assert [d.source for d in load_paths(["."]).documents] == ["a.txt"]
     assert [d.source for d in load_paths(["../docs"]).documents] == ["docs/a.txt"]
+
+
+def test_large_html_keeps_rows_and_drops_furniture_without_the_slow_extractor():
+    rows = b"".join(b"<tr><td>Item %d</td><td>%d EUR</td></tr>" % (i, i) for i in range(12_000))
+    page = b"<html><body><nav>NAVIGATION LINKS</nav><main><h1>Price list</h1><table>" + rows + \
+        b"</table></main><footer>FOOTER IMPRINT</footer></body></html>"
+    loaded = load_bytes(page, "prices.html")
+    lines = loaded.text.splitlines()
+    assert lines[0] == "Price list" and "Item 11999 | 11999 EUR" in lines and len(lines) == 12_001
+    assert "NAVIGATION" not in loaded.text and "FOOTER" not in loaded.text
+
+
+def test_empty_html_is_empty_not_broken():
+    with pytest.raises(EmptyDocumentError):
+        load_bytes(b"  \n", "blank.html")
