@@ -29,6 +29,7 @@ from .auth import require_read, require_write
 from .errors import UnsupportedMediaError
 from .schemas import Text
 
+MAX_URLS_PER_REQUEST = 10
 DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#@+=-]*$")]
 
 
@@ -187,6 +188,9 @@ async def _documents_from_request(request: Request, settings, known=None) -> lis
         if len(items) > settings.max_documents_per_request:
             raise InputTooLargeError(f"{len(items)} documents in one request; the limit is "
                                      f"{settings.max_documents_per_request}")
+        urls = sum(item.url is not None for item in items)
+        if urls > MAX_URLS_PER_REQUEST:  # each fetch may take RAG_FETCH_TIMEOUT_S: keep one request short
+            raise InputTooLargeError(f"{urls} URLs in one request; the limit is {MAX_URLS_PER_REQUEST}")
         docs = []
         for item in items:
             if item.url is not None:
