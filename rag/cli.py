@@ -49,10 +49,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report = pipeline.ingest(args.paths, rebuild=args.rebuild, progress=update)
     finally:
         bar.close()
-    failed = [s for s in report.skipped if getattr(s, "failed", True)]
+    failed = [s for s in report.skipped if s.failed]
     for s in report.skipped:
-        print(f"{'failed' if s in failed else 'skipped'} {s.path}: {getattr(s, 'kind', 'skipped')}: {s.reason}",
-              file=sys.stderr)
+        print(f"{'failed' if s.failed else 'skipped'} {s.path}: {s.kind}: {s.reason}", file=sys.stderr)
     if report.rebuilt:
         print(f"re-embedded every stored document: settings changed ({report.rebuilt})", file=sys.stderr)
     print(f"ingested: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "

@@ -39,19 +39,16 @@ class Column:
     __slots__ = ("codes", "uniques", "_numbers", "_times", "_lists", "_joined", "_is_str")
 
     def __init__(self, values: Iterable[Any]):
-        seen: dict[Any, int] = {}
-        uniques: list[Any] = []
-        codes: list[int] = []
-        for v in values:
-            t = type(v)
-            # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python.
-            key = (t, v) if t is str or t is int or t is float or t is bool or v is None else (t, repr(v))
-            code = seen.get(key)
-            if code is None:
-                code = seen[key] = len(uniques)
-                uniques.append(v)
-            codes.append(code)
-        self.codes = np.asarray(codes, dtype=np.int32)
+        values = list(values)
+        # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python. Strings,
+        # the common case, are their own key (no other type's key is a str).
+        keys = [v if type(v) is str else _key(v) for v in values]
+        first: dict[Any, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        code_of = {k: c for c, k in enumerate(first)}
+        uniques = [values[i] for i in first.values()]
+        self.codes = np.fromiter(map(code_of.__getitem__, keys), dtype=np.int32, count=len(keys))
         self.uniques = uniques
         self._numbers: np.ndarray | None = None
         self._times: np.ndarray | None = None
@@ -102,7 +99,15 @@ def _lookup(metadata: Any, key: tuple[str, ...]) -> Any:
     return value
 
 
+def _key(v: Any) -> Any:
+    t = type(v)
+    return (t, v) if t is int or t is float or t is bool or v is None else (t, repr(v))
+
+
 def _values(documents: Sequence["Document"], field: str, key: tuple[str, ...]) -> Iterator[Any]:
+    if field == "metadata" and len(key) == 1:  # the common case, without a call per document
+        name = key[0]
+        return (m.get(name, MISSING) if type(m) is dict else MISSING for m in (d.metadata for d in documents))
     if field == "metadata":
         return (_lookup(d.metadata, key) for d in documents)
     if field == "document_id":
