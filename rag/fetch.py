@@ -104,7 +104,10 @@ def fetch(url: str, options: FetchOptions = FetchOptions(), *, etag: str | None 
     deadline = time.monotonic() + options.timeout_s
     timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s)
     current = _check_url(url)
-    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout) as client:
+    # No proxies from the environment (the address check must see the real peer); no kept-alive
+    # connections, so a redirect to another host name on the same address gets its own TLS check.
+    with httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout,
+                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
         for _hop in range(options.max_redirects + 1):
             ip = resolve(current.host, current.port or (443 if current.scheme == "https" else 80),
                          options.allow_private)
