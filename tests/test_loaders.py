@@ -226,3 +226,11 @@ def test_large_html_keeps_rows_and_drops_furniture_without_the_slow_extractor():
 def test_empty_html_is_empty_not_broken():
     with pytest.raises(EmptyDocumentError):
         load_bytes(b"  \n", "blank.html")
+
+
+def test_html_declared_charset_is_honoured():
+    page = ('<html><head><meta charset="shift_jis"><title>東京の天気</title></head>'
+            '<body><p>東京は今日晴れです。気温は二十度です。</p></body></html>')
+    loaded = load_bytes(page.encode("shift_jis"), "tokyo.html")
+    assert loaded.title == "東京の天気" and "東京は今日晴れです。" in loaded.text
+    assert loaded.metadata["encoding"] == "shift_jis"

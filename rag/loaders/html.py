@@ -114,11 +114,27 @@ def _degenerate(body: Any) -> bool:
     return len(children) == 1 and children[0].tag == "p" and "\n" in (children[0].text or "")
 
 
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]{1,40})""", re.I)
+
+
+def _declared_charset(data: bytes) -> str | None:
+    """The page's own `<meta charset>` (in its first 4 KB), when no HTTP header said one."""
+    import codecs
+
+    m = _META_CHARSET.search(data[:4096])
+    if not m:
+        return None
+    try:
+        return codecs.lookup(m.group(1).decode("ascii")).name
+    except LookupError:
+        return None
+
+
 def load(data: bytes, name: str, budget: Budget, *, charset: str | None = None) -> Loaded:
     import trafilatura
 
     check_size(data, budget.limits.max_html_bytes, name)
-    markup, encoding = decode_text(data, name, charset)
+    markup, encoding = decode_text(data, name, charset or _declared_charset(data))
     if not markup.strip():
         raise EmptyDocumentError(f"{name}: file is empty")
     try:
