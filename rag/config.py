@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Largest body on /documents.")
     max_document_chars: int = Field(2_000_000, ge=1, description="Longest document text.")
     max_documents_per_request: int = Field(100, ge=1)
+    max_pages: int = Field(2000, ge=1, description="Most pages (PDF) or slides (pptx) in one file.")
+    max_decompressed_bytes: int = Field(200 * 1024 * 1024, ge=1024,
+                                        description="Most bytes one file may decompress to (PDF streams, "
+                                                    "docx/pptx archives).")
+    parse_timeout_s: float = Field(60.0, gt=0, description="Time budget for parsing one file.")
+    fetch_allow_private: bool = Field(False, description="Allow fetching URLs that resolve to private, loopback, "
+                                                         "link-local or reserved addresses.")
+    fetch_timeout_s: float = Field(20.0, gt=0, description="Time budget for fetching one URL (redirects included).")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

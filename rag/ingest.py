@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .documents import Document, SkippedFile, load_paths, same_document
+from .documents import (Document, SkippedFile, fetch_options_for, is_url, limits_for, load_paths,
+                        same_document)
 from .embedding import batch_threads
 from .errors import IndexCorruptError, IndexMismatchError
 from .store import IndexStore
@@ -23,10 +24,12 @@ class IngestReport:
     rebuilt: str | None = None  # why everything was re-embedded, if it was
 
 
-def file_origin(doc: Document) -> Path | None:
-    """Where a file-backed document came from: the absolute path recorded when it was loaded (API
-    documents and uploads have none, so no directory scan ever removes them)."""
-    return Path(doc.origin) if doc.origin else None
+def file_origin(doc) -> Path | None:
+    """Where a file-backed document came from: the absolute path recorded when it was loaded
+    (`metadata.origin`; API documents and uploads have none, web pages a URL, so no directory scan
+    ever removes them)."""
+    origin = doc.metadata.get("origin") if isinstance(doc.metadata, dict) else None
+    return Path(origin) if isinstance(origin, str) and origin.startswith("/") else None
 
 
 def _under(path: Path, roots: list[Path]) -> bool:
@@ -41,9 +44,17 @@ class Ingestor:
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
         """Bring the index in line with files: add new, update changed (by content), and remove the
         documents that were loaded from files under the directories named whose files are gone."""
-        paths = [Path(p) for p in paths]
-        loaded = load_paths(paths)
-        roots = [p.resolve() for p in paths if p.is_dir()]
+        settings = self.store.settings
+        paths = [p if is_url(p) else Path(p) for p in paths]
+        known = None
+        if any(is_url(p) for p in paths):  # stored pages' validators make an unchanged page cost one 304
+            try:
+                stored = self.store.stored()
+            except (IndexCorruptError, IndexMismatchError):
+                stored = None
+            known = stored.document if stored is not None else None
+        loaded = load_paths(paths, limits=limits_for(settings), fetch_options=fetch_options_for(settings), known=known)
+        roots = [p.resolve() for p in paths if isinstance(p, Path) and p.is_dir()]
         present = {file_origin(d) for d in loaded.documents}
 
         def gone(doc: Document) -> bool:

@@ -8,15 +8,11 @@ from .documents import Document
 
 
 def document_record(doc) -> dict[str, Any]:
-    record = {"id": doc.id, "source": doc.source, "title": doc.title, "metadata": doc.metadata, "text": doc.text}
-    if doc.origin is not None:
-        record["origin"] = doc.origin
-    return record
+    return {"id": doc.id, "source": doc.source, "title": doc.title, "metadata": doc.metadata, "text": doc.text}
 
 
 def document_from_record(r: dict[str, Any]) -> Document:
-    return Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"], metadata=r.get("metadata") or {},
-                    origin=r.get("origin"))
+    return Document(id=r["id"], source=r["source"], title=r["title"], text=r["text"], metadata=r.get("metadata") or {})
 
 
 def document_line(doc) -> bytes:

@@ -1,56 +1,21 @@
-"""Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, with source filters."""
+"""Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, within a filter's rows."""
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field, field_serializer
 
 from .config import FusionMethod, RetrievalMode
 from .embedding import Embedder
+from .documents import page_of
 from .errors import InvalidInputError
+from .filters import Filter
 from .index import Index
 from .vectors import search as vector_search
 
 
-@dataclass(frozen=True)
-class Filters:
-    """Restrict retrieval to some documents. Patterns are shell globs (`seeds/*`); a list means any of."""
-
-    source: tuple[str, ...] = ()
-    document_id: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, raw: dict | None) -> "Filters | None":
-        if not raw:
-            return None
-        unknown = set(raw) - {"source", "document_id"}
-        if unknown:
-            raise InvalidInputError(f"unknown filter field(s) {sorted(unknown)}; supported: source, document_id")
-
-        def values(key: str) -> tuple[str, ...]:
-            v = raw.get(key)
-            if v is None:
-                return ()
-            items = [v] if isinstance(v, str) else v
-            if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
-                raise InvalidInputError(f"filter {key!r} must be a non-empty string or list of strings")
-            return tuple(items)
-
-        return cls(source=values("source"), document_id=values("document_id"))
-
-    def mask(self, index: Index) -> np.ndarray:
-        """Boolean mask over chunk rows that pass the filter."""
-        allowed = np.zeros(len(index.documents), dtype=bool)
-        for row, doc in enumerate(index.documents):
-            ok = True
-            if self.source:
-                ok = any(fnmatch.fnmatchcase(doc.source, p) for p in self.source)
-            if ok and self.document_id:
-                ok = doc.id in self.document_id
-            allowed[row] = ok
-        return allowed[index.chunk_doc_row] if len(index.chunks) else np.zeros(0, dtype=bool)
+# Filters live in rag.filters; `Filters` is kept as the name the pipeline imports.
+Filters = Filter
 
 
 class Passage(BaseModel):
@@ -67,6 +32,7 @@ class Passage(BaseModel):
     rank: int
     row: int = Field(-1, exclude=True, repr=False)  # chunk row in the index snapshot
     dense_score: float | None = Field(None, exclude=True, repr=False)  # cosine with the query, when computed
+    page: int | None = None  # 1-based page (PDF) or slide (pptx) where the passage starts
 
     @field_serializer("score")
     def _rounded(self, score: float) -> float:
@@ -102,7 +68,7 @@ class Retriever:
         return (mode or self.mode) is not RetrievalMode.lexical
 
     def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
-               filters: Filters | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
+               filters: Filter | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
         """The `top_k` best passages. Per-call `mode` overrides the retriever's; `query_vector` is the
         query's embedding when the caller has it (else it is embedded here, once)."""
         if top_k < 1:
@@ -137,7 +103,7 @@ class Retriever:
             doc = index.documents[doc_row]
             passages.append(Passage(chunk_id=chunk_id, document_id=doc.id, source=doc.source, title=doc.title,
                                     text=doc.text[start:end], start=start, end=end, score=score, rank=rank, row=row,
-                                    dense_score=dense.get(row)))
+                                    dense_score=dense.get(row), page=page_of(doc, start)))
         return passages
 
     def _dense(self, index: Index, q: np.ndarray, k: int, mask: np.ndarray | None) -> dict[int, float]:

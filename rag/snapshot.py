@@ -231,7 +231,6 @@ class StoredDocument:
     source: str
     title: str
     metadata: dict
-    origin: str | None
     chars: int
     texts: DocumentTexts = field(repr=False)
     row: int = field(repr=False)
@@ -262,7 +261,7 @@ def _read_stored_documents_lazily(path: Path) -> list[StoredDocument]:
             r = json.loads(line)
             offsets.append(offsets[-1] + len(line))
             fields.append(dict(id=r["id"], source=r["source"], title=r["title"], metadata=r.get("metadata") or {},
-                               origin=r.get("origin"), chars=len(r["text"])))
+                               chars=len(r["text"])))
     texts = DocumentTexts(path, offsets)
     return [StoredDocument(texts=texts, row=row, **f) for row, f in enumerate(fields)]
 

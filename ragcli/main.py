@@ -41,16 +41,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             report = pipeline.ingest(args.paths, rebuild=args.rebuild, progress=update)
         finally:
             bar.close()
+    failed = [s for s in report.skipped if s.failed]
     for s in report.skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+        print(f"{'failed' if s.failed else 'skipped'} {s.path}: {s.kind}: {s.reason}", file=sys.stderr)
     for source in report.removed:
         print(f"removed {source}: its file is gone", file=sys.stderr)
     if report.rebuilt:
         print(f"re-embedded every stored document: settings changed ({report.rebuilt})", file=sys.stderr)
     print(f"ingested: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-          f"{len(report.removed)} removed, {len(report.skipped)} skipped; index holds {report.documents} documents, "
-          f"{report.chunks} chunks at {pipeline.settings.index_dir}")
-    return 0
+          f"{len(report.removed)} removed, {len(report.skipped)} skipped ({len(failed)} failed); index holds "
+          f"{report.documents} documents, {report.chunks} chunks at {pipeline.settings.index_dir}")
+    return 1 if failed else 0  # something named could not be ingested: say so to scripts too
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -135,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", help="add or update documents (files or directories)")
-    p.add_argument("paths", nargs="*", help=".txt, .md, .html files or directories of them")
+    p.add_argument("paths", nargs="*", help="files (.txt .md .html .pdf .docx .pptx), directories of them, or "
+                   "http(s) URLs")
     p.add_argument("--collection", help="a named collection (made with POST /collections); default: the default one")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything: after changing the model, or to "
                    "recover a damaged index from its stored documents (no PATH needed)")

@@ -1,42 +1,56 @@
 """The document API: add, list, read, replace and delete documents while the service answers.
 
-`POST /documents` takes JSON (one document, or `{"documents": [...]}`) or a multipart upload
-(`file`: .txt, .md, .html or .pdf; optional `id`, `title` fields). Upload names are labels only:
-nothing is ever written to disk under a name a client chose.
+`POST /documents` takes JSON (one document, `{"url": ...}` to fetch a web page, or
+`{"documents": [...]}`) or a multipart upload (`file`: .txt, .md, .html, .pdf, .docx or .pptx; optional
+`id`, `title` fields). Uploads and pages go through the same loaders as `rag ingest` (`rag.loaders`),
+off the event loop and within a time budget. Upload names are labels only: nothing is ever written
+to disk under a name a client chose.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import io
 import json
 import re
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from rag.documents import Document, decode_text, document_id_for, html_to_text, make_document
-from rag.errors import (DocumentError, DocumentNotFoundError, InputTooLargeError, InvalidInputError,
-                        UnsupportedMediaError)
+from rag.documents import Document, document_id_for, fetch_options_for, limits_for, make_document
+from rag.errors import DocumentNotFoundError, InputTooLargeError, InvalidInputError, UnsupportedMediaError
+from rag.fetch import load_url
+from rag.loaders import (BinaryContentError, DocumentTooLargeError, UnsupportedFormatError, format_for,
+                         load_bytes, supported_suffixes)
 from rag.pipeline import Pipeline
 
 from .auth import Access
 from .errors import responses
 from .schemas import Text, require_storable
 
+MAX_URLS_PER_REQUEST = 10
 DocId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#@+=-]*$")]
-UPLOAD_TYPES = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
-                ".pdf": "pdf"}
 
 
 class DocumentIn(BaseModel):
+    """A document given as `text`, or as a `url` to fetch (http(s); the source is then the URL)."""
+
     model_config = ConfigDict(extra="forbid")
     id: DocId | None = None
     title: Annotated[Text, Field(max_length=500)] | None = None
     source: Annotated[Text, Field(max_length=1000)] | None = None
-    text: Annotated[Text, Field(strict=True)]
+    text: Annotated[Text, Field(strict=True)] | None = None
+    url: Annotated[Text, Field(strict=True, max_length=2048)] | None = None
     metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _text_or_url(self) -> "DocumentIn":
+        if (self.text is None) == (self.url is None):
+            raise ValueError("give either `text` or `url`")
+        if self.url is not None and self.source is not None:
+            raise ValueError("a fetched page's source is its URL; leave `source` out")
+        return self
 
 
 class DocumentBatch(BaseModel):
@@ -78,23 +92,45 @@ _BODY = TypeAdapter(DocumentBatch | DocumentIn)
 
 def summary(doc: Document) -> dict:
     return {"id": doc.id, "title": doc.title, "source": doc.source, "chars": doc.chars,
-            "content_hash": doc.content_hash, "metadata": doc.metadata}
+            "content_hash": doc.content_hash, "metadata": public_metadata(doc.metadata)}
 
 
-def _from_json(item: DocumentIn, settings, doc_id: str | None = None) -> Document:
+def public_metadata(metadata: dict) -> dict:
+    """Metadata as clients see it: a file's `origin` (an absolute path on the server's disk) stays inside."""
+    origin = metadata.get("origin")
+    if isinstance(origin, str) and not origin.startswith(("http://", "https://")):
+        return {k: v for k, v in metadata.items() if k != "origin"}
+    return metadata
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> None:
+    if metadata is None:
+        return
+    encoded = json.dumps(metadata, ensure_ascii=False)
+    if len(encoded) > 10_000:
+        raise InputTooLargeError("metadata is over 10000 characters of JSON")
+    try:
+        encoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("metadata contains an invalid Unicode character (a lone surrogate)") from None
+
+
+def _from_json(item: DocumentIn, settings, doc_id: str | None = None, known=None) -> Document:
+    """A JSON document; with `url`, the fetched page (in a worker thread: this blocks)."""
+    _check_metadata(item.metadata)
+    if item.url is not None:
+        doc, _unchanged = load_url(item.url, options=fetch_options_for(settings), known=known,
+                                   limits=limits_for(settings, max_bytes=settings.max_upload_bytes))
+        if doc_id or item.id or item.title or item.metadata:
+            doc = make_document(doc.text, source=doc.source, id=doc_id or item.id or doc.id,
+                                title=item.title or doc.title, metadata={**(item.metadata or {}), **doc.metadata})
+        return doc
+    assert item.text is not None
     if not item.text.strip():
         raise InvalidInputError("document text must not be empty")
     if len(item.text) > settings.max_document_chars:
         raise InputTooLargeError(f"document text is {len(item.text)} characters; the limit is "
                                  f"{settings.max_document_chars}")
-    if item.metadata is not None:
-        encoded = json.dumps(item.metadata, ensure_ascii=False)
-        if len(encoded) > 10_000:
-            raise InputTooLargeError("metadata is over 10000 characters of JSON")
-        try:
-            encoded.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInputError("metadata contains an invalid Unicode character (a lone surrogate)") from None
     doc_id = doc_id or item.id or hashlib.sha256(item.text.encode("utf-8")).hexdigest()[:16]
     return make_document(item.text, source=item.source or f"api/{doc_id}", title=item.title, id=doc_id,
                          metadata=item.metadata)
@@ -107,45 +143,37 @@ def _safe_name(name: str) -> str:
 
 
 def parse_upload(name: str, data: bytes, *, doc_id: str | None, title: str | None, settings) -> Document:
+    """An uploaded file as a document, through the same loaders as `rag ingest`."""
     safe = _safe_name(name)
-    suffix = ("." + safe.rsplit(".", 1)[-1].lower()) if "." in safe else ""
-    kind = UPLOAD_TYPES.get(suffix)
-    if kind is None:
-        raise UnsupportedMediaError(f"unsupported file type {suffix or '(none)'}; upload .txt, .md, .html or .pdf")
-    source = f"upload/{safe}"
-    metadata: dict[str, Any] = {"format": kind, "filename": safe}
-    if kind == "pdf":
-        text = _pdf_text(data, safe)
-    else:
-        try:
-            text, encoding = decode_text(data, safe)
-        except DocumentError as exc:
-            raise UnsupportedMediaError(str(exc)) from exc
-        metadata["encoding"] = encoding
-        if kind == "html":
-            text, html_title = html_to_text(text)
-            title = title or html_title or None
-    if not text.strip():
-        raise InvalidInputError(f"{safe}: no text in the file")
-    if len(text) > settings.max_document_chars:
-        raise InputTooLargeError(f"{safe}: {len(text)} characters of text; the limit is {settings.max_document_chars}")
-    return make_document(text, source=source, title=title, id=doc_id or document_id_for(source), metadata=metadata)
-
-
-def _pdf_text(data: bytes, name: str) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
-
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            raise InvalidInputError(f"{name}: encrypted PDFs are not supported")
-        return "\n\n".join((page.extract_text() or "").strip() for page in reader.pages).strip()
-    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
-        raise InvalidInputError(f"{name}: not a readable PDF ({type(exc).__name__})") from exc
+        kind = format_for(safe)
+    except UnsupportedFormatError:
+        raise UnsupportedMediaError(f"unsupported file type {_suffix(safe)}; upload "
+                                    f"{', '.join(supported_suffixes())}") from None
+    source = f"upload/{safe}"
+    try:
+        loaded = load_bytes(data, safe, kind=kind, limits=limits_for(settings, max_bytes=settings.max_upload_bytes))
+    except BinaryContentError as exc:
+        raise UnsupportedMediaError(str(exc)) from exc
+    return make_document(loaded.text, source=source, title=title or loaded.title,
+                         id=doc_id or document_id_for(source), metadata={**loaded.metadata, "filename": safe})
 
 
-async def _documents_from_request(request: Request, settings) -> list[Document]:
+def _suffix(name: str) -> str:
+    return ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else "(none)"
+
+
+async def _off_loop(settings, func, /, *args, **kwargs):
+    """Parsing and fetching run in a worker thread, within the parse time budget (the loaders also
+    check the budget as they go, so the thread stops soon after a timeout answers)."""
+    budget = settings.parse_timeout_s + settings.fetch_timeout_s + 5
+    try:
+        return await asyncio.wait_for(run_in_threadpool(func, *args, **kwargs), timeout=budget)
+    except asyncio.TimeoutError:
+        raise DocumentTooLargeError(f"reading the document took longer than {budget:g} s") from None
+
+
+async def _documents_from_request(request: Request, settings, known=None) -> list[Document]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
@@ -160,7 +188,15 @@ async def _documents_from_request(request: Request, settings) -> list[Document]:
         if len(items) > settings.max_documents_per_request:
             raise InputTooLargeError(f"{len(items)} documents in one request; the limit is "
                                      f"{settings.max_documents_per_request}")
-        docs = [_from_json(item, settings) for item in items]
+        urls = sum(item.url is not None for item in items)
+        if urls > MAX_URLS_PER_REQUEST:  # each fetch may take RAG_FETCH_TIMEOUT_S: keep one request short
+            raise InputTooLargeError(f"{urls} URLs in one request; the limit is {MAX_URLS_PER_REQUEST}")
+        docs = []
+        for item in items:
+            if item.url is not None:
+                docs.append(await _off_loop(settings, _from_json, item, settings, known=known))
+            else:
+                docs.append(_from_json(item, settings))
     elif ctype == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=10)
         upload = form.get("file")
@@ -171,8 +207,8 @@ async def _documents_from_request(request: Request, settings) -> list[Document]:
         if doc_id is not None:
             doc_id = _check_id(doc_id)
         title = form.get("title") if isinstance(form.get("title"), str) else None
-        docs = [await run_in_threadpool(parse_upload, upload.filename or "", data, doc_id=doc_id, title=title,
-                                        settings=settings)]  # pypdf / HTML parsing: off the event loop
+        docs = [await _off_loop(settings, parse_upload, upload.filename or "", data, doc_id=doc_id, title=title,
+                                settings=settings)]
     else:
         raise UnsupportedMediaError("send application/json or multipart/form-data")
     ids = [d.id for d in docs]
@@ -193,6 +229,9 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
     access = access or Access(settings)
     write, read = access.write(), access.read()
 
+    def _known(doc_id: str) -> Document | None:
+        return pipeline.index.document(doc_id) if pipeline.ready else None
+
     @app.post("/documents", response_model=WriteResponse, dependencies=write, status_code=200,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"anyOf": [DocumentIn.model_json_schema(),
@@ -204,7 +243,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
               responses={201: {"model": WriteResponse, "description": "at least one document was added"},
                          **responses(401, 403, 413, 415, 422, 503, 507)})
     async def add_documents(request: Request, response: Response) -> dict:
-        docs = await _documents_from_request(request, settings)
+        docs = await _documents_from_request(request, settings, known=_known)
         for doc in docs:  # text from uploads and form fields, held to the rule JSON bodies meet at the door
             require_storable(doc)
         outcomes = await run_in_threadpool(pipeline.put_documents, docs)
@@ -236,7 +275,10 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
     async def replace_document(doc_id: DocId, item: DocumentIn, response: Response) -> dict:
         if item.id is not None and item.id != doc_id:
             raise InvalidInputError(f"body id {item.id!r} differs from the path's {doc_id!r}")
-        doc = _from_json(item, settings, doc_id=doc_id)
+        if item.url is not None:
+            doc = await _off_loop(settings, _from_json, item, settings, doc_id=doc_id, known=_known)
+        else:
+            doc = _from_json(item, settings, doc_id=doc_id)
         (outcome,) = await run_in_threadpool(pipeline.put_documents, [doc])
         metrics.writes.labels(outcome).inc()
         if outcome == "added":

@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from rag.collections import DEFAULT, Collections
 from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError, RagError, UnauthorizedError
+from rag.filters import Filter
 from rag.pipeline import Pipeline
 from rag.service import Delta, Failed, Final, Retrieved
 
@@ -160,6 +161,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, *, collections: Collecti
         model_name_out = request.model
         question, history = split_conversation(request.messages)
         with_usage = include_usage(request)
+        filters = _filters(request)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         task = chat_tasks.detect(question)
@@ -169,7 +171,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, *, collections: Collecti
                                  usage_for(count_tokens, request.messages, [], content), with_usage)
         service = served.ready_service()
         if not request.stream:
-            answered = await run_in_threadpool(service.ask, question, history=history)
+            answered = await run_in_threadpool(service.ask, question, history=history, filters=filters)
             metrics.observe_answer(answered)
             result = answered.model_dump(mode="json", exclude_none=True)
             content = result["answer"] + sources_text(result["citations"])
@@ -180,7 +182,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, *, collections: Collecti
                 "citations": result["citations"],
                 "rag": _extension(result),
             }
-        prepared = await run_in_threadpool(service.prepare, question, history=history)
+        prepared = await run_in_threadpool(service.prepare, question, history=history, filters=filters)
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name_out,
@@ -238,6 +240,15 @@ def task_response(request: ChatCompletionRequest, completion_id: str, created: i
         yield event(None, "[DONE]")
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+def _filters(request: ChatCompletionRequest) -> Filter | None:
+    """The extension field `rag_filters` (same syntax as `filters` on /ask; OpenAI clients send it with
+    `extra_body={"rag_filters": {...}}`)."""
+    raw = (request.model_extra or {}).get("rag_filters")
+    if raw is not None and not isinstance(raw, dict):
+        raise InvalidInputError("rag_filters must be an object")
+    return Filter.parse(raw, where="rag_filters")
 
 
 def _extension(result: dict) -> dict:

@@ -7,17 +7,12 @@ from fastapi.responses import StreamingResponse
 
 from rag.conversation import Turn
 from rag.pipeline import Pipeline
-from rag.retrieval import Filters
 from rag.service import AskResult, SearchResult
 
 from .auth import Access
 from .errors import responses
 from .schemas import AskRequest, SearchRequest
 from .sse import STREAM_HEADERS, answer_frames
-
-
-def _filters(model) -> Filters | None:
-    return Filters.parse(model.model_dump(exclude_none=True)) if model is not None else None
 
 
 def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access) -> None:
@@ -33,17 +28,17 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access) -> None:
         service = pipeline.ready_service()
         if request.stream:
             prepared = await run_in_threadpool(service.prepare, request.question, request.top_k,
-                                               generator=request.generator, filters=_filters(request.filters),
+                                               generator=request.generator, filters=request.filters,
                                                mode=request.mode, history=history)
             frames = answer_frames(service.events(prepared), on_final=metrics.observe_answer)
             return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
         result = await run_in_threadpool(service.ask, request.question, request.top_k, generator=request.generator,
-                                         filters=_filters(request.filters), mode=request.mode, history=history)
+                                         filters=request.filters, mode=request.mode, history=history)
         metrics.observe_answer(result)
         return result
 
     @app.post("/search", response_model=SearchResult, responses=responses(401, 413, 422, 503), dependencies=reads)
     async def search(request: SearchRequest) -> SearchResult:
         passages = await run_in_threadpool(pipeline.ready_service().search, request.query, request.top_k,
-                                           filters=_filters(request.filters), mode=request.mode)
+                                           filters=request.filters, mode=request.mode)
         return SearchResult(passages=passages)

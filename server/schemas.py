@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 from rag.config import RetrievalMode
 from rag.errors import InvalidInputError
+from rag.filters import Filter as RagFilter, FilterError
 
 LONE_SURROGATE = "contains an invalid Unicode character (a lone surrogate)"
 
@@ -39,10 +40,24 @@ StrictBool = Annotated[bool, Field(strict=True)]  # JSON true/false only: "yes",
 TopK = Annotated[int, Field(strict=True, ge=1, le=50, description="How many passages to retrieve (1-50).")]
 
 
-class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source: Text | list[Text] | None = Field(None, description="Source path or glob (`seeds/*`), or a list of them.")
-    document_id: Text | list[Text] | None = Field(None, description="Document id, or a list of them.")
+def _parse_filters(value: Any) -> Any:
+    """Filters are parsed (and bounded) once, here at the boundary, into `rag.filters.Filter`."""
+    if isinstance(value, RagFilter):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("filters must be an object")
+    try:
+        return RagFilter.parse(value)
+    except FilterError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Filters = Annotated[Any, PlainValidator(_parse_filters), PlainSerializer(lambda f: f.raw if f else None),
+                    WithJsonSchema({"type": "object", "description": (
+                        "Which documents to search: `{\"source\": \"seeds/*\"}`, `{\"document_id\": [...]}`, "
+                        "`{\"metadata.year\": {\"$gte\": 2020}}`, combined with `$and`/`$or`/`$not`. "
+                        "Operators: $eq $ne $in $nin $gt $gte $lt $lte $exists $glob (see docs/formats.md)."),
+                        "examples": [{"source": "seeds/*"}, {"metadata.author": "Ann", "metadata.year": {"$gte": 2020}}]})]
 
 
 class Message(BaseModel):
@@ -81,6 +96,7 @@ class PassageOut(BaseModel):
     end: int
     score: float
     rank: int
+    page: int | None = Field(None, description="1-based page (PDF) or slide (pptx) where it starts; absent otherwise.")
 
 
 class CitationOut(BaseModel):
@@ -93,6 +109,7 @@ class CitationOut(BaseModel):
     start: int
     end: int
     score: float
+    page: int | None = Field(None, description="1-based page (PDF) or slide (pptx) holding `start`; absent otherwise.")
 
 
 class Fallback(BaseModel):

@@ -32,6 +32,7 @@ class Citation(BaseModel):
     start: int
     end: int
     score: float
+    page: int | None = None  # 1-based page (PDF) or slide (pptx) holding `start`, when the document has pages
 
     @field_serializer("score")
     def _rounded(self, score: float) -> float:

@@ -15,6 +15,7 @@ from typing import AsyncIterator, Sequence
 
 import numpy as np
 
+from ..documents import page_of
 from ..embedding import Embedder
 from ..index import Index
 from ..lexical import tokenize, tokenize_cached
@@ -100,7 +101,8 @@ class ExtractiveGenerator:
             doc = index.documents[index.sentences[s.row][0]]
             quote = doc.text[s.start:s.end]
             citations.append(Citation(id=i, chunk_id=s.passage.chunk_id, document_id=doc.id, source=doc.source,
-                                      title=doc.title, text=quote, start=s.start, end=s.end, score=s.score))
+                                      title=doc.title, text=quote, start=s.start, end=s.end, score=s.score,
+                                      page=page_of(doc, s.start)))
             parts.append(f"{quote} [{i}]")
         return Answer(text=" ".join(parts), abstained=False, generator=self.name, citations=citations)
 

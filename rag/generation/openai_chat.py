@@ -72,7 +72,8 @@ def finish_answer(text: str, renumberer: MarkerRenumberer, raw: str, passages: S
     for passage_no, cid in sorted(renumberer.numbering.items(), key=lambda kv: kv[1]):
         p = passages[passage_no - 1]
         citations.append(Citation(id=cid, chunk_id=p.chunk_id, document_id=p.document_id, source=p.source,
-                                  title=p.title, text=p.text, start=p.start, end=p.end, score=p.score))
+                                  title=p.title, text=p.text, start=p.start, end=p.end, score=p.score,
+                                  page=p.page))
     return Answer(text=text.strip(), abstained=False, generator=generator, citations=citations)
 
 
