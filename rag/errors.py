@@ -1,7 +1,7 @@
 """Every exception `rag` raises on purpose, as one tree by kind of failure.
 
     RagError
-    ├── RequestError              the request is at fault; retrying it unchanged fails again (4xx)
+    ├── RequestError              the request is at fault; retrying it unchanged fails again      400
     │   ├── InvalidInputError         malformed or impossible request (blank question, bad filter)  422
     │   │   ├── UnknownGeneratorError
     │   │   └── DocumentError         a file or upload that cannot be read as a document
@@ -11,7 +11,8 @@
     │   ├── UnsupportedMediaError     a body or file type the service does not take                 415
     │   ├── ConflictError             conflicts with what exists (a collection's name)              409
     │   ├── UnauthorizedError         missing or wrong API key (the message never says which)       401
-    │   └── ForbiddenError            not allowed at all (writes disabled, cross-site, wrong host)   403
+    │   ├── ForbiddenError            not allowed at all (writes disabled, cross-site, wrong host)   403
+    │   └── CancelledError            the client left before its write was made (nothing written)   499
     ├── UnavailableError          the service cannot answer now; retry later                          503
     │   ├── NotReadyError             the index is still loading
     │   └── IndexError_               the stored index cannot be served
@@ -83,6 +84,10 @@ class ConflictError(RequestError):
 
 class UnauthorizedError(RequestError):
     """A missing or wrong API key (the message never says which)."""
+
+
+class CancelledError(RequestError):
+    """The client went away before its write was made; nothing was written."""
 
 
 class ForbiddenError(RequestError):

@@ -161,8 +161,9 @@ class Pipeline:
         return self.ingestor.ingest_documents(documents, skipped=skipped, rebuild=rebuild, progress=progress,
                                               replace_all=replace_all, remove_if=remove_if)
 
-    def put_documents(self, documents: Sequence[Document]) -> list[str]:
-        return self.store.put(documents)
+    def put_documents(self, documents: Sequence[Document], *,
+                      cancelled: Callable[[], bool] | None = None) -> list[str]:
+        return self.store.put(documents, cancelled=cancelled)
 
     def delete_document(self, doc_id: str) -> None:
         self.store.delete(doc_id)

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from .config import Settings
 from .documents import Document, same_document
-from .errors import (DocumentNotFoundError, IndexCorruptError, IndexNotFoundError, NotReadyError,
+from .errors import (CancelledError, DocumentNotFoundError, IndexCorruptError, IndexNotFoundError, NotReadyError,
                      UnavailableError)
 from .index import Index, IndexConfig
 from .journal import Change, Journal
@@ -187,15 +187,22 @@ class IndexStore:
             docs, seq = [], 0
         return list(_replayed({d.id: d for d in docs}, self.journal.read(after=seq)).values())
 
-    def _apply(self, index: Index, changes: Sequence[Change]) -> Index:
-        """A new snapshot with `changes` applied; only changed documents are chunked and embedded."""
+    def _apply(self, index: Index, changes: Sequence[Change],
+               cancelled: Callable[[], bool] | None = None) -> Index:
+        """A new snapshot with `changes` applied; only changed documents are chunked and embedded.
+        `cancelled` is asked between embedding batches: a write whose client left stops there."""
+        def progress(done: int, total: int) -> None:
+            if cancelled is not None and done < total and cancelled():
+                raise CancelledError("the client went away; the write was not made")
+
         docs = _replayed({d.id: d for d in index.documents}, changes)
-        return self.builder(list(docs.values()), index, journal_seq=changes[-1].seq)
+        return self.builder(list(docs.values()), index, journal_seq=changes[-1].seq, progress=progress)
 
     # -- writing -------------------------------------------------------------------------
-    def put(self, documents: Sequence[Document]) -> list[str]:
+    def put(self, documents: Sequence[Document], *, cancelled: Callable[[], bool] | None = None) -> list[str]:
         """Add or replace documents; returns each one's outcome ("added", "updated", "unchanged").
-        When this returns, the change is durable (journaled, fsynced) and visible to the next query."""
+        When this returns, the change is durable (journaled, fsynced) and visible to the next query.
+        While `cancelled()` turns true before the journal write, nothing is written (CancelledError)."""
         with self._write_slot():
             index = self.current
             outcomes, changes = [], []
@@ -211,7 +218,7 @@ class IndexStore:
                 changes.append(Change(seq=seq, op="put", document=doc))
                 pending[doc.id] = doc
             if changes:
-                self._commit(index, changes)
+                self._commit(index, changes, cancelled)
             return outcomes
 
     def delete(self, doc_id: str) -> None:
@@ -222,8 +229,8 @@ class IndexStore:
             self._commit(index, [Change(seq=max(index.journal_seq, self._last_seq) + 1, op="delete",
                                         document_id=doc_id)])
 
-    def _commit(self, index: Index, changes: list[Change]) -> None:
-        new = self._apply(index, changes)  # embed first: a failure here leaves nothing half-written
+    def _commit(self, index: Index, changes: list[Change], cancelled: Callable[[], bool] | None = None) -> None:
+        new = self._apply(index, changes, cancelled)  # embed first: a failure here leaves nothing half-written
         self.journal.append(changes)  # durable from here on
         self._last_seq = changes[-1].seq
         self._index = new  # visible to the next query

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import re
+import threading
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -232,6 +233,22 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
     def _known(doc_id: str) -> Document | None:
         return pipeline.index.document(doc_id) if pipeline.ready else None
 
+    async def _write(request: Request, docs: list[Document]) -> list[str]:
+        """Write `docs`, giving up (nothing written) if the client leaves while they are embedded:
+        a large document must not keep the writer's lock for a client that is gone."""
+        gone = threading.Event()
+
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.25)
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await run_in_threadpool(pipeline.put_documents, docs, cancelled=gone.is_set)
+        finally:
+            watcher.cancel()
+
     @app.post("/documents", response_model=WriteResponse, dependencies=write, status_code=200,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": {"anyOf": [DocumentIn.model_json_schema(),
@@ -246,7 +263,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
         docs = await _documents_from_request(request, settings, known=_known)
         for doc in docs:  # text from uploads and form fields, held to the rule JSON bodies meet at the door
             require_storable(doc)
-        outcomes = await run_in_threadpool(pipeline.put_documents, docs)
+        outcomes = await _write(request, docs)
         for outcome in outcomes:
             metrics.writes.labels(outcome).inc()
         if "added" in outcomes:
@@ -272,14 +289,14 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
 
     @app.put("/documents/{doc_id}", response_model=WriteResponse, dependencies=write,
              responses={201: {"model": WriteResponse}, **responses(401, 403, 413, 415, 422, 503, 507)})
-    async def replace_document(doc_id: DocId, item: DocumentIn, response: Response) -> dict:
+    async def replace_document(doc_id: DocId, item: DocumentIn, response: Response, http_request: Request) -> dict:
         if item.id is not None and item.id != doc_id:
             raise InvalidInputError(f"body id {item.id!r} differs from the path's {doc_id!r}")
         if item.url is not None:
             doc = await _off_loop(settings, _from_json, item, settings, doc_id=doc_id, known=_known)
         else:
             doc = _from_json(item, settings, doc_id=doc_id)
-        (outcome,) = await run_in_threadpool(pipeline.put_documents, [doc])
+        (outcome,) = await _write(http_request, [doc])
         metrics.writes.labels(outcome).inc()
         if outcome == "added":
             response.status_code = 201

@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import (CircuitOpenError, ConflictError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
-                        NotFoundError, RagError, StorageError, StorageFullError, UnauthorizedError, UnavailableError,
+from rag.errors import (CancelledError, CircuitOpenError, ConflictError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
+                        NotFoundError, RagError, RequestError, StorageError, StorageFullError, UnauthorizedError, UnavailableError,
                         UnsupportedMediaError, UpstreamTimeoutError)
 
 log = logging.getLogger("rag.server")
@@ -17,7 +17,7 @@ log = logging.getLogger("rag.server")
 # Status by exception class. An error takes the status of the nearest class in its own ancestry
 # (type(exc).__mro__), so the table's order never matters. The tree is documented in rag/errors.py.
 STATUS_BY_KIND: dict[type[RagError], int] = {
-    InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404, UnsupportedMediaError: 415,
+    RequestError: 400, CancelledError: 499, InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404, UnsupportedMediaError: 415,
     UnauthorizedError: 401, ForbiddenError: 403, ConflictError: 409,
     UnavailableError: 503, StorageError: 503, StorageFullError: 507,
     GeneratorError: 502, UpstreamTimeoutError: 504, CircuitOpenError: 503,

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
 from rag.documents import make_document
 from rag.errors import DocumentNotFoundError, UnavailableError
 from rag.store import DiskState
+
+from fakes import HashEmbedder
 
 DOCS = [make_document("The harbour of Valdera was rebuilt in 1887 after a storm.", source="a.txt", id="a"),
         make_document("Cats sleep for most of the day and hunt at night.", source="b.txt", id="b")]
@@ -156,3 +159,34 @@ def test_the_pipeline_closes_what_it_made(fake_pipeline):
         pass
     assert llm._client.is_closed
     assert os.path.exists(p.settings.index_dir / "CURRENT")
+
+
+def test_a_write_whose_client_leaves_is_not_made_and_frees_the_writer(fake_pipeline):
+    """Over real HTTP: a large document embeds slowly; the client gives up; nothing is written and
+    the next write goes through at once."""
+    import httpx
+
+    from server.app import create_app
+    from support import running_server
+
+    class SlowEmbedder(HashEmbedder):
+        def encode(self, texts, *, show_progress=False):
+            if len(texts) > 1:
+                time.sleep(0.5)  # a big batch: the model at work
+            return super().encode(texts)
+
+    p = fake_pipeline(rate_limit=0)
+    p._embedder = SlowEmbedder()
+    p.ingest_documents(DOCS)
+    big = " ".join(f"Sentence number {i} says something about harbour {i % 7}." for i in range(5000))
+    with running_server(create_app(p, load_in_background=False)) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/documents", json={"id": "big", "text": big}, timeout=1.0)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the abandoned write stops at its next embedding batch
+            small = httpx.post(url + "/documents", json={"id": "small", "text": "A small note."}, timeout=30)
+            if small.status_code == 201:
+                break
+        assert small.status_code == 201
+        assert p.index.document("big") is None and p.index.document("small") is not None
+    assert b'"big"' not in (p.settings.index_dir / "journal.jsonl").read_bytes()
