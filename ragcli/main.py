@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -111,22 +112,12 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from eval.cli import run
+def _eval_command(module: str):
+    """`rag eval`, `rag bench`, `rag bench-scale`: the eval module's `run(args, settings)`."""
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args, _settings(args))
 
-    return run(args, _settings(args))
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from eval.bench import run
-
-    return run(args, _settings(args))
-
-
-def cmd_bench_scale(args: argparse.Namespace) -> int:
-    from eval.scale import run
-
-    return run(args, _settings(args))
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,16 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset")
     add_eval_arguments(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=_eval_command("eval.cli"))
 
     p = sub.add_parser("bench", help="measure ingest, query and HTTP speed; print a table (and JSON with --out)")
     add_bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=_eval_command("eval.bench"))
 
     p = sub.add_parser("bench-scale", help="build a synthetic index of a million chunks and measure build, "
                                              "memory, disk, search latency and recall")
     add_scale_arguments(p)
-    p.set_defaults(func=cmd_bench_scale)
+    p.set_defaults(func=_eval_command("eval.scale"))
     return parser
 
 

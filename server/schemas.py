@@ -1,4 +1,4 @@
-"""Request and response schemas of the HTTP API (the design's contract)."""
+"""Request schemas of the HTTP API, and the error bodies (responses are the library's result types)."""
 from __future__ import annotations
 
 import json
@@ -86,50 +86,8 @@ class SearchRequest(BaseModel):
     mode: RetrievalMode | None = None
 
 
-class PassageOut(BaseModel):
-    chunk_id: str
-    document_id: str
-    source: str
-    title: str
-    text: str
-    start: int
-    end: int
-    score: float
-    rank: int
-    page: int | None = Field(None, description="1-based page (PDF) or slide (pptx) where it starts; absent otherwise.")
-
-
-class CitationOut(BaseModel):
-    id: int
-    chunk_id: str
-    document_id: str
-    source: str
-    title: str
-    text: str = Field(description="Exactly the document's stored text[start:end].")
-    start: int
-    end: int
-    score: float
-    page: int | None = Field(None, description="1-based page (PDF) or slide (pptx) holding `start`; absent otherwise.")
-
-
-class Fallback(BaseModel):
-    from_: str = Field(alias="from")
-    reason: str
-
-
-class AskResponse(BaseModel):
-    query: str | None = Field(None, description="What retrieval used: the question or its standalone rewrite.")
-    answer: str
-    abstained: bool
-    generator: str
-    citations: list[CitationOut]
-    passages: list[PassageOut]
-    timings_ms: dict[str, float]
-    fallback: Fallback | None = None
-
-
-class SearchResponse(BaseModel):
-    passages: list[PassageOut]
+# Responses are the library's result types (rag.retrieval.Passage, rag.generation.Citation,
+# rag.service.AskResult and SearchResult), served as they are.
 
 
 class ErrorBody(BaseModel):
