@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rag.documents import make_document
-from rag.errors import DocumentNotFoundError, UnavailableError
+from rag.errors import DocumentNotFoundError, IndexCorruptError, UnavailableError
 from rag.store import DiskState
 
 from fakes import HashEmbedder
@@ -190,3 +190,18 @@ def test_a_write_whose_client_leaves_is_not_made_and_frees_the_writer(fake_pipel
         assert small.status_code == 201
         assert p.index.document("big") is None and p.index.document("small") is not None
     assert b'"big"' not in (p.settings.index_dir / "journal.jsonl").read_bytes()
+
+
+def test_a_rebuild_after_a_damaged_documents_file_keeps_the_journal_records(fake_pipeline):
+    p = fake_pipeline()
+    p.ingest_documents(DOCS)
+    p.put_documents([make_document("A third document on trains.", source="c.txt", id="c")])  # journal only
+    (snapshot,) = [d for d in p.settings.index_dir.iterdir() if d.name.startswith("snap-")]
+    (snapshot / "documents.jsonl").write_text("damaged\n")
+    damaged = fake_pipeline(p.settings.data_dir)
+    with pytest.raises(IndexCorruptError):
+        damaged.load(build_from_seeds=False)
+    report = damaged.ingest_documents([], rebuild=True)  # what `rag ingest --rebuild` does
+    assert report.rebuilt and "could not be used" in report.rebuilt
+    assert [d.id for d in damaged.index.documents] == ["c"]  # the snapshot's own documents are lost with their file
+    assert damaged.search("trains", 1)[0].document_id == "c"
