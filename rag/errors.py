@@ -50,6 +50,14 @@ class IndexCorruptError(IndexError_):
     """Stored files are missing, truncated, or disagree with each other."""
 
 
+class StorageError(RagError):
+    """Writing to disk failed (an I/O error, a failed fsync): the write was not applied."""
+
+
+class DiskFullError(StorageError):
+    """No room on disk (ENOSPC, a quota, a file size limit): the write was not applied."""
+
+
 class NotReadyError(RagError):
     """The index is still loading."""
 

@@ -182,7 +182,7 @@ class Pipeline:
                     raise IndexNotFoundError(f"no index at {self.settings.index_dir} and no documents in "
                                              f"{self.settings.seed_dir}") from None
                 return self.index
-            changes = self.journal.read(after=index.journal_seq)
+            changes = self.journal.read(after=index.journal_seq).changes  # damage is logged and skipped
             if changes:
                 index = self._apply(index, changes)
             self._index, self._last_seq = index, index.journal_seq
@@ -196,7 +196,7 @@ class Pipeline:
             index = load_index(self.settings.index_dir, policy=self.settings.vector_policy)
         except IndexNotFoundError:
             return None
-        changes = self.journal.read(after=index.journal_seq)
+        changes = self.journal.read(after=index.journal_seq).changes
         return self._apply(index, changes, config=index.config) if changes else index
 
     def _apply(self, index: Index, changes: Sequence[Change], *, config: IndexConfig | None = None) -> Index:
@@ -323,7 +323,7 @@ class Pipeline:
         except (IndexCorruptError, IndexNotFoundError):
             return []
         by_id = {d.id: d for d in docs}
-        for c in self.journal.read(after=seq):
+        for c in self.journal.read(after=seq).changes:
             if c.op == "put":
                 by_id[c.document.id] = c.document
             else:
@@ -374,7 +374,7 @@ class Pipeline:
     def compact(self) -> None:
         """Write a snapshot holding every journaled change, then empty the journal."""
         with self._exclusive():
-            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1):
+            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1).changes:
                 self._snapshot()
 
     def _snapshot(self) -> None:

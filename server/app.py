@@ -19,7 +19,7 @@ from . import documents_api, errors, openai_api
 from .auth import require_read
 from .guard import Guard
 from .limits import BodySizeLimit
-from .observability import Metrics, RequestContext
+from .observability import Metrics, RequestContext, journal_health
 from .schemas import AskRequest, AskResponse, ErrorBody, SearchRequest, SearchResponse
 from .sse import STREAM_HEADERS, event
 
@@ -85,7 +85,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def readyz():
         if pipeline.ready and state["warm"]:
             idx = pipeline.index
-            return {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks)}
+            body = {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks)}
+            return {**body, **await run_in_threadpool(journal_health, pipeline)}
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)
 

@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import (IndexError_, InputTooLargeError, InvalidInputError, NotFoundError, NotReadyError,
-                        RagError, UpstreamError)
+from rag.errors import (DiskFullError, IndexError_, InputTooLargeError, InvalidInputError, NotFoundError,
+                        NotReadyError, RagError, StorageError, UpstreamError)
 
 log = logging.getLogger("rag.server")
 
@@ -30,6 +30,9 @@ class UnsupportedMediaError(RagError):
 _STATUSES: tuple[tuple[type[RagError] | tuple[type[RagError], ...], int], ...] = (
     (UnauthorizedError, 401), (WritesDisabledError, 403), (UnsupportedMediaError, 415), (NotFoundError, 404),
     (InputTooLargeError, 413), (InvalidInputError, 422), ((NotReadyError, IndexError_), 503),
+    # A write not wholly on disk is refused, never acknowledged: 507 when the disk is full, 503 for
+    # other storage failures (I/O error, failed fsync); either way nothing was applied.
+    (DiskFullError, 507), (StorageError, 503),
 )
 
 
@@ -49,7 +52,7 @@ def _describe(errors: list[dict]) -> str:
 
 _OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
                  422: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "server_error",
-                 504: "timeout_error", 500: "server_error"}
+                 504: "timeout_error", 507: "server_error", 500: "server_error"}
 
 
 def error_response(request: Request, status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -96,8 +99,8 @@ def install(app: FastAPI) -> None:
 _DOCUMENTED = {
     "401": "Missing or invalid API key", "408": "Request body not received in time", "403": "Writes disabled", "404": "Not found",
     "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
-    "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading or overloaded",
-    "504": "LLM server timed out",
+    "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading, overloaded, or storage failed",
+    "504": "LLM server timed out", "507": "Disk full: the write was not applied",
 }
 
 
