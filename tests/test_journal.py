@@ -218,3 +218,30 @@ def test_storage_errors_map_to_507_and_503():
 
     assert status_for(DiskFullError("full")) == 507
     assert status_for(StorageError("fsync failed")) == 503
+
+
+def test_a_vector_file_that_does_not_fit_raises_instead_of_being_cut_short(tmp_path):
+    """FAISS's own file writer ignored a failed final flush: under `ulimit -f` it left a cut-short
+    chunks.faiss that a snapshot then recorded as good. The write must raise (EFBIG) instead."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import errno, resource, signal
+        import faiss, numpy as np
+        from rag.vectors import write_vector_index
+        index = faiss.IndexFlatIP(64)
+        index.add(np.ones((400, 64), dtype="float32"))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+        try:
+            write_vector_index(index, {str(tmp_path / 'v.faiss')!r})
+        except OSError as exc:
+            print("raised", errno.errorcode[exc.errno])
+        else:
+            print("returned")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "raised EFBIG", out.stdout + out.stderr
