@@ -4,17 +4,25 @@ attacker damaged on disk, and that loss is reported (log, /readyz, metric)."""
 from __future__ import annotations
 
 import errno
+import json
+import os
+import random
 import re
 import resource
 import shutil
 import signal
+import threading
+import zlib
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from rag.documents import Document
-from test_durability import ServerProcess, share_exported_model, stored_documents
+from test_durability import SEED, ServerProcess, next_op, send, share_exported_model, stored_documents
 
 pytestmark = pytest.mark.integration
 
@@ -202,8 +210,8 @@ def test_a_crash_at_any_step_of_a_snapshot_loses_no_acknowledged_write(seed_data
     states = [state(image) for image in images]
     assert (old_current, True, True) in states, "no image with the snapshot written but CURRENT not flipped"
     assert (new_current, True, True) in states, "no image with CURRENT flipped but the journal not emptied"
-    for image, st in zip(images, states):
-        assert _reloaded(tmp_pipeline, image) == expected, (image.name, st)
+    for image, image_state in zip(images, states):
+        assert _reloaded(tmp_pipeline, image) == expected, (image.name, image_state)
 
 
 @pytest.mark.parametrize("where", ["vectors", "fsync"])
@@ -248,3 +256,273 @@ def test_a_snapshot_that_runs_out_of_space_leaves_the_previous_one_and_the_journ
     assert failed_at >= 1 and (where == "vectors" or failed_at > 5), failed_at
     assert (index_dir / "CURRENT").read_text() != old_current and journal_path(data).read_bytes() == b""
     assert _reloaded(tmp_pipeline, data) == expected
+
+
+# -- the document API as a state machine, with kill -9 and damaged records --------------------
+def verified_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """(offset, line) of each journal line whose checksum verifies: an independent check of the
+    format (CRC-32 of the bytes before `,"crc":`), so the test does not trust the code it tests."""
+    out, offset = [], 0
+    for line in data.split(b"\n")[:-1]:
+        head, sep, tail = line.rpartition(b',"crc":"')
+        if sep and tail.endswith(b'"}') and zlib.crc32(head) == int(tail[:-2] or b"0", 16):
+            out.append((offset, line))
+        offset += len(line) + 1
+    return out
+
+
+class Model:
+    """What the acknowledged writes say the server holds, and the writes since the last snapshot
+    that a damaged journal record can take back (one record: one write)."""
+
+    def __init__(self, initial: dict[str, str]):
+        self.initial = dict(initial)
+        self.docs = dict(initial)
+        self.log: list[tuple[str, str | None]] = []  # every applied write: (id, text or None if deleted)
+
+    def write(self, doc_id: str, text: str | None, journaled: bool = True) -> None:
+        if journaled:  # an "unchanged" write journals nothing
+            self.log.append((doc_id, text))
+        if text is None:
+            self.docs.pop(doc_id, None)
+        else:
+            self.docs[doc_id] = text
+
+    def lose(self, position_from_end: int) -> str:
+        """The write journaled `position_from_end` records before the end is lost to damage."""
+        i = len(self.log) - position_from_end
+        doc_id, _ = self.log.pop(i)
+        if not any(d == doc_id for d, _ in self.log[i:]):  # no later write to the same document
+            before = [t for d, t in self.log[:i] if d == doc_id]
+            value = before[-1] if before else self.initial.get(doc_id)
+            if value is None:
+                self.docs.pop(doc_id, None)
+            else:
+                self.docs[doc_id] = value
+        return doc_id
+
+
+IDS = st.sampled_from([f"d{i}" for i in range(5)])
+CODES = st.integers(0, 999_999)
+WORDS = ["amber", "cobalt", "saffron", "teal", "umber", "violet"]
+
+
+def record_text(doc_id: str, n: int) -> str:
+    return f"Record {doc_id}-{n}: the {WORDS[n % len(WORDS)]} vault opens with code {n:06d}."
+
+
+class Harness:
+    """One server and data directory shared by the state machine's examples (a start costs seconds)."""
+
+    def __init__(self, seed_data_dir: Path, embedder, work: Path):
+        self.data_dir = work / "data"
+        shutil.copytree(seed_data_dir, self.data_dir)
+        share_exported_model(embedder, self.data_dir)
+        self.server = ServerProcess(self.data_dir, work / "server.log", env={"RAG_SNAPSHOT_EVERY": "6"})
+        self.client = httpx.Client(timeout=60)
+        self.counts = {"examples": 0, "acknowledged": 0, "restarts": 0, "damaged_records": 0, "lost": 0}
+        self.server.start()
+        assert self.server.wait_readyz(self.client).status_code == 200, self.server.log_tail()
+
+    def close(self) -> None:
+        self.server.kill()
+        self.client.close()
+
+
+class DocumentAPIMachine(RuleBasedStateMachine):
+    """Random add / put / delete / ask over `rag serve`, with kill -9 + restart and a damaged journal
+    record + restart. After every restart the server holds exactly what the model says: every
+    acknowledged write with its exact text, nothing deleted, and only the damaged record's write lost."""
+
+    harness: Harness
+    max_restarts = 2  # per example: a restart costs seconds, writes cost milliseconds
+
+    def __init__(self):
+        super().__init__()
+        h = self.harness
+        self.server, self.client, self.data_dir, self.counts = h.server, h.client, h.data_dir, h.counts
+        self.model = Model(stored_documents(self.client, self.server.base_url))
+        self.restarts = 0
+        self.counts["examples"] += 1
+
+    @property
+    def base(self) -> str:
+        return self.server.base_url
+
+    def acknowledge(self, doc_id: str, text: str | None, r: httpx.Response, ok: tuple[int, ...]) -> None:
+        assert r.status_code in ok, (r.status_code, r.text, self.server.log_tail())
+        if text is None:
+            self.model.write(doc_id, None)
+        else:
+            (outcome,) = r.json()["documents"]
+            assert (outcome["status"] == "unchanged") == (self.model.docs.get(doc_id) == text), outcome
+            self.model.write(doc_id, text, journaled=outcome["status"] != "unchanged")
+        self.counts["acknowledged"] += 1
+
+    @rule(doc_id=IDS, n=CODES)
+    def add(self, doc_id, n):
+        text = record_text(doc_id, n)
+        r = self.client.post(f"{self.base}/documents", json={"id": doc_id, "text": text})
+        self.acknowledge(doc_id, text, r, (200,) if doc_id in self.model.docs else (201,))
+
+    @rule(doc_id=IDS, n=CODES)
+    def put(self, doc_id, n):
+        text = record_text(doc_id, n)
+        r = self.client.put(f"{self.base}/documents/{doc_id}", json={"text": text})
+        self.acknowledge(doc_id, text, r, (200,) if doc_id in self.model.docs else (201,))
+
+    @rule(doc_id=IDS)
+    def delete(self, doc_id):
+        r = self.client.delete(f"{self.base}/documents/{doc_id}")
+        if doc_id in self.model.docs:
+            self.acknowledge(doc_id, None, r, (204,))
+        else:
+            assert r.status_code == 404, r.text
+
+    @rule(doc_id=IDS)
+    def ask(self, doc_id):
+        r = self.client.post(f"{self.base}/ask", json={"question": "What is the vault code?",
+                                                         "filters": {"document_id": doc_id}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert all(p["document_id"] == doc_id for p in body["passages"])
+        assert bool(body["passages"]) == (doc_id in self.model.docs)
+        for c in body["citations"]:
+            assert self.model.docs[doc_id][c["start"]:c["end"]] == c["text"]
+
+    @precondition(lambda self: self.restarts < self.max_restarts)
+    @rule()
+    def kill_9_and_restart(self):
+        self.server.kill()
+        self.restart()
+
+    def damageable(self) -> list[tuple[int, bytes]]:
+        """The journal's intact records written in this example (the model knows what they were)."""
+        journal = journal_path(self.data_dir)
+        lines = verified_lines(journal.read_bytes()) if journal.exists() else []
+        return lines[max(len(lines) - len(self.model.log), 0):]
+
+    @precondition(lambda self: self.restarts < self.max_restarts and self.damageable())
+    @rule(data=st.data())
+    def damage_a_record_and_restart(self, data):
+        self.server.kill()
+        journal = journal_path(self.data_dir)
+        raw = bytearray(journal.read_bytes())
+        lines = self.damageable()
+        k = data.draw(st.integers(0, len(lines) - 1), label="record")
+        offset, line = lines[k]
+        pos = offset + data.draw(st.integers(0, len(line) - 1), label="byte")
+        raw[pos] ^= data.draw(st.integers(1, 255), label="xor")
+        journal.write_bytes(bytes(raw))
+        lost = self.model.lose(len(lines) - k)
+        self.counts["damaged_records"] += 1
+        self.restart()
+        body = self.client.get(f"{self.base}/readyz").json()
+        assert body["journal_damaged"] >= self.counts["damaged_records"], (lost, body)
+
+    def restart(self):
+        self.server.start()
+        r = self.server.wait_readyz(self.client)
+        assert r.status_code == 200, (r.text, self.server.log_tail())
+        self.restarts += 1
+        self.counts["restarts"] += 1
+        self.check()
+
+    def check(self):
+        stored = stored_documents(self.client, self.base)
+        missing = {k for k in self.model.docs if stored.get(k) != self.model.docs[k]}
+        back = set(stored) - set(self.model.docs)
+        self.counts["lost"] += len(missing)
+        assert not missing and not back, (f"acknowledged writes missing or changed: {sorted(missing)}; "
+                                          f"deleted documents back: {sorted(back)}\n{self.server.log_tail()}")
+
+    def teardown(self):
+        self.check()  # the running server agrees with the model too
+
+
+def test_document_api_state_machine_with_crashes_and_damage(seed_data_dir, embedder, tmp_path):
+    harness = DocumentAPIMachine.harness = Harness(seed_data_dir, embedder, tmp_path)
+    try:
+        run_state_machine_as_test(DocumentAPIMachine, settings=settings(
+            max_examples=int(os.environ.get("RAG_STATE_MACHINE_EXAMPLES", "4")),
+            stateful_step_count=int(os.environ.get("RAG_STATE_MACHINE_STEPS", "12")),
+            # No shrinking: each replay restarts servers; a failure prints its full step list instead.
+            deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck)))
+    finally:
+        harness.close()
+    counts = harness.counts
+    print(f"\nstate machine: {counts}")
+    assert counts["restarts"] > 0 and counts["acknowledged"] > 0 and counts["lost"] == 0
+
+
+def is_record_of(line: bytes, op: tuple) -> bool:
+    record = json.loads(line)
+    if op[0] == "put":
+        return record["op"] == "put" and (record["document"]["id"], record["document"]["text"]) == op[1:]
+    return record["op"] == "delete" and record["document_id"] == op[1]
+
+
+def test_kill_9_rounds_count_what_was_acknowledged_and_lost(seed_data_dir, embedder, tmp_path):
+    """Rounds of writes, each ended by SIGKILL while a write is in flight (so appends are cut at
+    random points); every third round one intact journal record is also damaged before the restart.
+    Counts what was acknowledged and what came back. `RAG_CRASH_ROUNDS` sets the number of rounds."""
+    rounds = int(os.environ.get("RAG_CRASH_ROUNDS", "3"))
+    rng = random.Random(SEED)
+    harness = Harness(seed_data_dir, embedder, tmp_path)
+    server, client = harness.server, harness.client
+    model = Model(stored_documents(client, server.base_url))
+    seed_ids = set(model.docs)
+    counts = {"rounds": rounds, "acknowledged": 0, "in_flight_at_kill": 0, "in_flight_applied": 0,
+              "damaged_records": 0, "lost": 0}
+    try:
+        for round_no in range(1, rounds + 1):
+            target, acked, maybe, killer = rng.randint(3, 12), 0, None, None
+            for i in range(200):
+                op = next_op(rng, model.docs, seed_ids, round_no, i)
+                if acked == target and killer is None:
+                    killer = threading.Timer(rng.uniform(0.0, 0.3), server.kill)
+                    killer.start()
+                try:
+                    r = send(client, server.base_url, op)
+                except httpx.TransportError:
+                    maybe = op  # in flight when the server died: applied whole or not at all
+                    break
+                assert r.status_code in (200, 201, 204), (op, r.status_code, r.text)
+                journaled = op[0] == "delete" or r.json()["documents"][0]["status"] != "unchanged"
+                model.write(op[1], op[2], journaled=journaled)
+                acked += 1
+            killer.join()
+            server.kill()
+            counts["acknowledged"] += acked
+            counts["in_flight_at_kill"] += maybe is not None
+            journal = journal_path(harness.data_dir)
+            lines = verified_lines(journal.read_bytes()) if journal.exists() else []
+            if maybe is not None and lines and is_record_of(lines[-1][1], maybe):
+                model.write(maybe[1], maybe[2])  # its record is whole on disk: it must be applied
+                counts["in_flight_applied"] += 1
+                maybe = None
+            known = lines[max(len(lines) - len(model.log), 0):]
+            if round_no % 3 == 0 and known:
+                k = rng.randrange(len(known))
+                offset, line = known[k]
+                raw = bytearray(journal.read_bytes())
+                raw[offset + rng.randrange(len(line))] ^= rng.randrange(1, 256)
+                journal.write_bytes(bytes(raw))
+                model.lose(len(known) - k)
+                counts["damaged_records"] += 1
+            server.start()
+            assert server.wait_readyz(client).status_code == 200, server.log_tail()
+            stored = stored_documents(client, server.base_url)
+            if maybe is not None and stored != model.docs:
+                model.write(maybe[1], maybe[2])  # applied (a snapshot took it in before the kill)
+                counts["in_flight_applied"] += 1
+            missing = {k for k in model.docs if stored.get(k) != model.docs[k]}
+            back = set(stored) - set(model.docs)
+            counts["lost"] += len(missing | back)
+            assert not missing and not back, (round_no, sorted(missing), sorted(back), server.log_tail())
+            ready = client.get(f"{server.base_url}/readyz").json()
+            assert ready["journal_damaged"] >= counts["damaged_records"], ready
+    finally:
+        harness.close()
+    print(f"\nkill -9 rounds: {counts}")
