@@ -99,8 +99,9 @@ def install(app: FastAPI) -> None:
 _DOCUMENTED = {
     "401": "Missing or invalid API key", "408": "Request body not received in time", "403": "Writes disabled", "404": "Not found",
     "413": "Over a size limit", "415": "Unsupported media type", "422": "Invalid input",
-    "429": "Rate limited (see Retry-After)", "502": "LLM server failed", "503": "Loading, overloaded, or storage failed",
-    "504": "LLM server timed out", "507": "Disk full: the write was not applied",
+    "429": "Rate limited (see Retry-After)", "502": "LLM server failed",
+    "503": "Loading, overloaded, or storage failed", "504": "LLM server timed out",
+    "507": "Disk full: the write was not applied",
 }
 
 
