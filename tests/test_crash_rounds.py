@@ -478,19 +478,21 @@ def test_kill_9_rounds_count_what_was_acknowledged_and_lost(seed_data_dir, embed
               "refused_507": 0, "damaged_records": 0, "lost": 0}
     try:
         for round_no in range(1, rounds + 1):
-            target, acked, maybe, killer = rng.randint(3, 12), 0, None, None
+            target, acked, refused, maybe, killer = rng.randint(3, 12), 0, 0, None, None
             for i in range(200):
                 op = next_op(rng, model.docs, seed_ids, round_no, i)
-                if acked == target and killer is None:
+                if (acked == target or refused == 3) and killer is None:
                     killer = threading.Timer(rng.uniform(0.0, 0.3), server.kill)
                     killer.start()
                 try:
                     r = send(client, server.base_url, op)
                 except httpx.TransportError:
+                    assert killer is not None, f"the server failed before the kill:\n{server.log_tail()}"
                     maybe = op  # in flight when the server died: applied whole or not at all
                     break
                 if r.status_code == 507 and server.preexec_fn is not None:
                     counts["refused_507"] += 1
+                    refused += 1
                     continue
                 assert r.status_code in (200, 201, 204), (op, r.status_code, r.text)
                 journaled = op[0] == "delete" or r.json()["documents"][0]["status"] != "unchanged"
