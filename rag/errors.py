@@ -20,7 +20,7 @@
     │       ├── IndexMismatchError    built with other settings (model, chunking)
     │       └── IndexCorruptError     missing, truncated or inconsistent files
     ├── StorageError              a write could not be made durable; nothing was acknowledged          503
-    │   └── StorageFullError          the disk (or a file size limit) is full                       507
+    │   └── DiskFullError             no room on disk (ENOSPC, a quota, a file size limit)          507
     └── GeneratorError            an answer could not be generated                                     502
         └── UpstreamError             the LLM server failed                                          502
             ├── UpstreamTimeoutError                                                                 504
@@ -121,11 +121,11 @@ class IndexCorruptError(IndexError_):
 
 # -- durability -----------------------------------------------------------------------------
 class StorageError(RagError):
-    """A write could not be made durable (I/O error, fsync failure); it was not acknowledged."""
+    """Writing to disk failed (an I/O error, a failed fsync): the write was not applied."""
 
 
-class StorageFullError(StorageError):
-    """No space left (ENOSPC, or EFBIG under a file size limit)."""
+class DiskFullError(StorageError):
+    """No room on disk (ENOSPC, a quota, a file size limit): the write was not applied."""
 
 
 # -- generation -----------------------------------------------------------------------------

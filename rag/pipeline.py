@@ -22,6 +22,7 @@ from .embedding import Embedder
 from .errors import IndexNotFoundError, NotReadyError
 from .index import Index, IndexConfig
 from .ingest import IngestReport, Ingestor
+from .journal import Journal
 from .retrieval import Filters, Passage, Retriever
 from .service import AnswerEvent, AskResult, Prepared, QueryService
 from .store import IndexStore
@@ -86,6 +87,11 @@ class Pipeline:
                     builder = components.Builder(self.embedder, self.index_config, self.settings.vector_policy)
                     self._store = IndexStore(self.settings, builder)
         return self._store
+
+    @property
+    def journal(self) -> Journal:
+        """The write-ahead journal (inspecting it loads no model)."""
+        return self._store.journal if self._store is not None else Journal(self.settings.index_dir / "journal.jsonl")
 
     @property
     def ingestor(self) -> Ingestor:

@@ -51,6 +51,8 @@ def save_index(index: Index, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     name = f"snap-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
     tmp = root / f".tmp-{name}"
+    pointer = root / f".{CURRENT}.{name}"
+    flipped = False
     tmp.mkdir()
     try:
         with open(tmp / "documents.jsonl", "wb") as f:
@@ -80,13 +82,18 @@ def save_index(index: Index, root: Path) -> Path:
         _fsync_tree(tmp)
         os.rename(tmp, root / name)
         fsync_path(root)
-        pointer = root / f".{CURRENT}.{name}"
         pointer.write_text(name)
         fsync_path(pointer)
         os.replace(pointer, root / CURRENT)
+        flipped = True
         fsync_path(root)
     except BaseException:
+        # Whatever step failed (a full disk, say), the previous snapshot stays current; remove this
+        # one's pieces so that repeated failures do not fill the disk further.
         shutil.rmtree(tmp, ignore_errors=True)
+        pointer.unlink(missing_ok=True)
+        if not flipped:
+            shutil.rmtree(root / name, ignore_errors=True)
         raise
     _remove_old_snapshots(root, keep=name)
     return root / name

@@ -175,7 +175,7 @@ class IndexStore:
         return self._replay(index)
 
     def _replay(self, index: Index) -> Index:
-        changes = self.journal.read(after=index.journal_seq)
+        changes = self.journal.read(after=index.journal_seq).changes  # damage is logged and skipped
         return self._apply(index, changes) if changes else index
 
     def salvage_documents(self) -> list[Document]:
@@ -185,7 +185,7 @@ class IndexStore:
             docs, seq = read_stored_documents(self.settings.index_dir)
         except (IndexCorruptError, IndexNotFoundError):
             docs, seq = [], 0
-        return list(_replayed({d.id: d for d in docs}, self.journal.read(after=seq)).values())
+        return list(_replayed({d.id: d for d in docs}, self.journal.read(after=seq).changes).values())
 
     def _apply(self, index: Index, changes: Sequence[Change],
                cancelled: Callable[[], bool] | None = None) -> Index:
@@ -250,7 +250,7 @@ class IndexStore:
     def compact(self) -> None:
         """Write a snapshot holding every journaled change, then empty the journal."""
         with self.exclusive():
-            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1):
+            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1).changes:
                 self._snapshot()
 
     def _snapshot(self) -> None:

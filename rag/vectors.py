@@ -123,7 +123,11 @@ def write_vector_index(index: object, path: str, source: str | None = None) -> N
         copy.make_direct_map()
         copy.nprobe = ivf.nprobe
         index = copy
-    faiss.write_index(index, path)
+    # Through a Python file: FAISS's own FILE* writer does not check the final flush, so a full disk
+    # (or `ulimit -f`) left a cut-short file that the snapshot then recorded as good. Python's file
+    # raises on every failed or short write, and the error reaches the caller as OSError.
+    with open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def describe(index: object) -> dict:

@@ -8,18 +8,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import (CancelledError, CircuitOpenError, ConflictError, ForbiddenError, GeneratorError, InputTooLargeError, InvalidInputError,
-                        NotFoundError, RagError, RequestError, StorageError, StorageFullError, UnauthorizedError, UnavailableError,
-                        UnsupportedMediaError, UpstreamTimeoutError)
+from rag.errors import (CancelledError, CircuitOpenError, ConflictError, DiskFullError, ForbiddenError, GeneratorError,
+                        InputTooLargeError, InvalidInputError, NotFoundError, RagError, RequestError, StorageError,
+                        UnauthorizedError, UnavailableError, UnsupportedMediaError, UpstreamTimeoutError)
 
 log = logging.getLogger("rag.server")
 
 # Status by exception class. An error takes the status of the nearest class in its own ancestry
 # (type(exc).__mro__), so the table's order never matters. The tree is documented in rag/errors.py.
 STATUS_BY_KIND: dict[type[RagError], int] = {
-    RequestError: 400, CancelledError: 499, InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404, UnsupportedMediaError: 415,
-    UnauthorizedError: 401, ForbiddenError: 403, ConflictError: 409,
-    UnavailableError: 503, StorageError: 503, StorageFullError: 507,
+    RequestError: 400, CancelledError: 499, InvalidInputError: 422, InputTooLargeError: 413, NotFoundError: 404,
+    UnsupportedMediaError: 415, UnauthorizedError: 401, ForbiddenError: 403, ConflictError: 409,
+    # A write not wholly on disk is refused, never acknowledged: 507 when the disk is full, 503 for other
+    # storage failures (I/O error, failed fsync); either way nothing was applied.
+    UnavailableError: 503, StorageError: 503, DiskFullError: 507,
     GeneratorError: 502, UpstreamTimeoutError: 504, CircuitOpenError: 503,
 }
 
@@ -38,7 +40,8 @@ def _describe(errors: list[dict]) -> str:
 
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                  413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
-                 502: "upstream_error", 503: "server_error", 504: "timeout_error", 500: "server_error"}
+                 502: "upstream_error", 503: "server_error", 504: "timeout_error", 507: "server_error",
+                 500: "server_error"}
 
 
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict:

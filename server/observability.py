@@ -82,6 +82,29 @@ class Metrics:
             self.fallbacks.labels(result.fallback.from_).inc()
 
 
+def journal_damage(pipeline) -> list:
+    """Damaged journal records not yet dealt with by an operator (live journal and set-aside files)."""
+    try:
+        return pipeline.journal.damage()
+    except OSError as exc:
+        logging.getLogger("rag.server").error("cannot inspect the journal: %s", exc)
+        return []
+
+
+def journal_health(pipeline, *, shown: int = 20) -> dict:
+    """For /readyz: how many journal records were found damaged (and skipped), and where."""
+    damaged = journal_damage(pipeline)
+    out: dict = {"journal_damaged": len(damaged)}
+    if damaged:
+        out["journal_damage"] = {
+            "records": [d.to_dict() for d in damaged[:shown]],
+            "set_aside": [p.name for p in pipeline.journal.set_aside()],
+            "action": "these records were skipped; every other record was applied. Inspect the named files "
+                      "in the index directory, re-send any write you miss, then remove the set-aside files.",
+        }
+    return out
+
+
 class _PipelineCollector:
     """Index size and upstream health, read at scrape time."""
 
@@ -96,6 +119,10 @@ class _PipelineCollector:
             chunks.add_metric([], len(self.pipeline.index.chunks))
         yield docs
         yield chunks
+        damaged = GaugeMetricFamily("rag_journal_damaged_records",
+                                    "Damaged journal records skipped on replay and not yet removed by an operator")
+        damaged.add_metric([], len(journal_damage(self.pipeline)))
+        yield damaged
         llm = self.pipeline.generator_if_made("openai")
         failures = CounterMetricFamily("rag_upstream_failures", "Failed calls to the LLM server", labels=["reason"])
         circuit = GaugeMetricFamily("rag_upstream_circuit_open", "1 while the LLM circuit breaker is open")

@@ -30,8 +30,9 @@ WORDS = ["amber", "cobalt", "saffron", "teal", "umber", "violet", "crimson", "iv
 class ServerProcess:
     """`python -m ragcli --data-dir D serve --port P` in its own process."""
 
-    def __init__(self, data_dir: Path, log_path: Path):
+    def __init__(self, data_dir: Path, log_path: Path, *, env: dict[str, str] | None = None, preexec_fn=None):
         self.data_dir, self.log_path = data_dir, log_path
+        self.env, self.preexec_fn = env or {}, preexec_fn  # extra RAG_* settings; a hook run before exec
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
 
@@ -39,13 +40,15 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", RAG_SNAPSHOT_EVERY="5", RAG_RATE_LIMIT="0",
                    RAG_SEED_DIR=str(SEEDS))
+        env.update(self.env)
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         log = open(self.log_path, "ab")
         log.write(b"\n---- start ----\n")
         self.proc = subprocess.Popen([sys.executable, "-m", "ragcli", "--data-dir", str(self.data_dir), "serve",
                                       "--port", str(port), "--log-level", "warning"],
-                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                     cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     preexec_fn=self.preexec_fn)
         log.close()
 
     def log_tail(self) -> str:

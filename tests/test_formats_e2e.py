@@ -244,7 +244,7 @@ def test_rag_ingest_command_summary_and_exit_code(tmp_path):
     (corpus / "link.txt").symlink_to(outside)
     env = dict(os.environ, HF_HUB_OFFLINE="1", RAG_DATA_DIR=str(tmp_path / "data"), TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run = subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(corpus)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "ragcli", "ingest", str(corpus)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr  # broken.pdf failed
     assert "5 added, 0 updated, 0 unchanged, 0 removed, 3 skipped (1 failed)" in run.stdout
     assert "failed corpus/broken.pdf: broken:" in run.stderr

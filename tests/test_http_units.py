@@ -23,7 +23,7 @@ from server.observability import Metrics
     (E.DocumentError("x"), 422), (E.InputTooLargeError("x"), 413), (E.NotFoundError("x"), 404),
     (E.DocumentNotFoundError("x"), 404), (E.UnsupportedMediaError("x"), 415), (E.UnauthorizedError("x"), 401),
     (E.ForbiddenError("x"), 403), (E.NotReadyError("x"), 503), (E.IndexCorruptError("x"), 503),
-    (E.IndexMismatchError("x"), 503), (E.StorageError("x"), 503), (E.StorageFullError("x"), 507),
+    (E.IndexMismatchError("x"), 503), (E.StorageError("x"), 503), (E.DiskFullError("x"), 507),
     (E.GeneratorError("x"), 502), (E.UpstreamConnectError("x"), 502), (E.UpstreamStatusError("x", 500), 502),
     (E.UpstreamTimeoutError("x"), 504), (E.CircuitOpenError("x"), 503), (E.RagError("x"), 500),
 ])
