@@ -98,17 +98,15 @@ def _pipeline_for(dataset: Dataset, args: argparse.Namespace, settings):
 
 def _judge_for(args: argparse.Namespace, pipeline, settings):
     """A Judge over the configured OpenAI-compatible model, or None (off, or auto without an LLM)."""
-    from rag.pipeline import Pipeline
+    from rag.components import make_generators
 
     from .judge import Judge
 
     settings = pipeline.settings if pipeline else settings
     if args.judge == "off" or (args.judge == "auto" and settings.generator != "openai"):
         return None
-    llm = (pipeline or Pipeline(settings)).generator_if_made("openai") if pipeline is None else \
-        pipeline.generators.get("openai")
-    if llm is None:
-        return None
+    # Over --url there is no pipeline here: the judge is the settings' LLM alone (no model is loaded).
+    llm = (pipeline.generators if pipeline else make_generators(settings, None)).get("openai")
     embed = (lambda texts: pipeline.embedder.encode(texts)) if pipeline else None
     return Judge(llm.complete, embed)
 
@@ -143,7 +141,7 @@ def run(args: argparse.Namespace, settings) -> int:
     documents = {d.id: d.text for d in dataset.corpus} if dataset.corpus else (
         {d.id: d.text for d in pipeline.index.documents} if pipeline else None)
 
-    judge = _judge_for(args, pipeline)
+    judge = _judge_for(args, pipeline, settings)
     has_gold = any(i.gold_documents for i in items)
     results, per_question, latencies = {}, {}, {}
     for name, overrides in variants.items():

@@ -37,7 +37,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access) -> None:
         metrics.observe_answer(result)
         return result
 
-    @app.post("/search", response_model=SearchResult, responses=responses(401, 413, 422, 503), dependencies=reads)
+    @app.post("/search", response_model=SearchResult, response_model_exclude_none=True, dependencies=reads,
+              responses=responses(401, 413, 422, 503))
     async def search(request: SearchRequest) -> SearchResult:
         passages = await run_in_threadpool(pipeline.ready_service().search, request.query, request.top_k,
                                            filters=request.filters, mode=request.mode)

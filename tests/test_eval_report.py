@@ -62,7 +62,6 @@ def test_rag_eval_report_with_failures_definitions_plots_and_judge(tmp_path, mon
     from ragcli.main import build_parser
     from rag.documents import load_paths
 
-    from eval.cli import run
     from support import OFF_TOPIC, SEEDS
 
     seed_id = load_paths([SEEDS]).documents[0].id
@@ -84,7 +83,7 @@ def test_rag_eval_report_with_failures_definitions_plots_and_judge(tmp_path, mon
     original = rag.embedding.SentenceTransformerEmbedder.clear_query_cache
     monkeypatch.setattr(rag.embedding.SentenceTransformerEmbedder, "clear_query_cache",
                         lambda self: (cleared.append(len(self._cache)), original(self)))
-    assert run(args) == 0
+    assert args.func(args) == 0  # `rag eval`, with the settings the command line makes
 
     report = json.loads((out / "report.json").read_text())
     assert cleared and len(cleared) == 2 and all(n >= 1 for n in cleared)  # each variant starts uncached

@@ -142,3 +142,9 @@ def test_metrics_count_answers_by_generator_and_fallback(fake_pipeline):
     text = generate_latest(metrics.registry).decode()
     assert 'rag_answers_total{abstained="false",generator="extractive"} 1.0' in text
     assert 'rag_generator_fallbacks_total{failed="openai"} 1.0' in text
+
+
+def test_a_too_large_document_is_413_though_it_is_also_a_loader_error():
+    from rag.loaders import DocumentTooLargeError
+
+    assert status_for(DocumentTooLargeError("x")) == 413

@@ -2,10 +2,10 @@
 (the reason shown in ingest summaries), and maps to an HTTP status through its base class."""
 from __future__ import annotations
 
-from ..errors import DocumentError, InputTooLargeError, InvalidInputError
+from ..errors import DocumentError, InputTooLargeError
 
 
-class LoaderError(DocumentError, InvalidInputError):
+class LoaderError(DocumentError):
     """A file that cannot become a document (422 unless a subclass says otherwise)."""
 
     kind = "broken"
@@ -35,7 +35,8 @@ class MissingFileError(UnreadableFileError):
     kind = "not found"
 
 
-class DocumentTooLargeError(LoaderError, InputTooLargeError):
-    """Over a size, page, decompression or time bound (413)."""
+class DocumentTooLargeError(InputTooLargeError, LoaderError):
+    """Over a size, page, decompression or time bound (413: InputTooLargeError comes first in its
+    ancestry, which is what decides the status)."""
 
     kind = "too large"
