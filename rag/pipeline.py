@@ -41,6 +41,7 @@ class AskResult:
             "abstained": self.answer.abstained,
             "generator": self.answer.generator,
             "citations": [c.to_dict() for c in self.answer.citations],
+            "segments": [seg.to_dict() for seg in self.answer.segments],
             "passages": [p.to_dict() for p in self.passages],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         }

@@ -1,7 +1,7 @@
 """OpenAI-compatible chat: `POST /v1/chat/completions` and `GET /v1/models`, on the same pipeline.
 
 Citations travel twice: in the content, as `[n]` markers followed by a "Sources:" list, and as the
-structured extension fields `citations` and `rag` (abstained, generator, query, fallback) on the
+structured extension fields `citations` and `rag` (abstained, generator, query, fallback, segments) on the
 completion (or, when streaming, on the last chunk).
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError
+from rag.generation import neutralise
 from rag.pipeline import Pipeline
 
 from .auth import require_read
@@ -47,7 +48,9 @@ def split_conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
 def sources_text(citations: list[dict]) -> str:
     if not citations:
         return ""
-    lines = [f'[{c["id"]}] {c["title"]} ({c["source"]}): "{c["text"]}"' for c in citations]
+    # Quotes and titles keep their own bracketed numbers out of the marker space, as the answer does.
+    lines = [f'[{c["id"]}] {neutralise(c["title"])} ({neutralise(c["source"])}): "{neutralise(c["text"])}"'
+             for c in citations]
     return "\n\nSources:\n" + "\n".join(lines)
 
 
@@ -111,4 +114,4 @@ def register(app: FastAPI, pipeline: Pipeline, metrics) -> None:
 
 
 def _extension(result: dict) -> dict:
-    return {k: result.get(k) for k in ("abstained", "generator", "query", "fallback") if k in result}
+    return {k: result.get(k) for k in ("abstained", "generator", "query", "fallback", "segments") if k in result}

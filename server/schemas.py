@@ -76,6 +76,12 @@ class CitationOut(BaseModel):
     score: float
 
 
+class SegmentOut(BaseModel):
+    text: str = Field(description="A piece of the answer as written: a verbatim quote, a model's sentence or "
+                                  "connective text (bracketed numbers of the documents kept as they are).")
+    citations: list[int] = Field(description="Ids of the citations supporting this text; empty for connective text.")
+
+
 class Fallback(BaseModel):
     from_: str = Field(alias="from")
     reason: str
@@ -87,6 +93,9 @@ class AskResponse(BaseModel):
     abstained: bool
     generator: str
     citations: list[CitationOut]
+    segments: list[SegmentOut] = Field(
+        description="The answer's structure; `answer` is rendered from it: each segment's text (bracketed "
+                    "numbers as parentheses) followed by ' [n]' per citation.")
     passages: list[PassageOut]
     timings_ms: dict[str, float]
     fallback: Fallback | None = None

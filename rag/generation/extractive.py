@@ -19,7 +19,7 @@ from ..embedding import Embedder
 from ..index import Index
 from ..lexical import tokenize
 from ..retrieval import Passage
-from . import Answer, Citation, abstain, text_pieces
+from . import Answer, Citation, Segment, abstain, text_pieces
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,16 @@ class ExtractiveGenerator:
             if words + w <= c.max_words:
                 chosen.append(s)
                 words += w
-        citations, parts = [], []
+        citations, segments = [], []
         for i, s in enumerate(chosen, start=1):
             doc = index.documents[index.sentences[s.row][0]]
             quote = doc.text[s.start:s.end]
             citations.append(Citation(id=i, chunk_id=s.passage.chunk_id, document_id=doc.id, source=doc.source,
                                       title=doc.title, text=quote, start=s.start, end=s.end, score=s.score))
-            parts.append(f"{quote} [{i}]")
-        return Answer(text=" ".join(parts), abstained=False, generator=self.name, citations=citations)
+            if segments:
+                segments.append(Segment(" "))
+            segments.append(Segment(quote, (i,)))
+        return Answer.of(segments, generator=self.name, citations=citations)
 
 
     async def astream(self, question: str, passages: Sequence[Passage], index: Index) -> AsyncIterator[str | Answer]:

@@ -207,10 +207,23 @@
     return b;
   }
 
-  /** The answer as text nodes, with each [n] that names a citation turned into a button. */
-  function renderAnswer(container, answer, citations) {
+  // A document's own bracketed numbers ("[2]", "[29, 30]") shown as the server renders them: "(2)".
+  var LITERAL = /\[(\s*\d[^\[\]\n]{0,60})\]/g;
+
+  /** The answer from its segments (text, then a button per citation), or, from an older server,
+   *  as text nodes with each [n] that names a citation turned into a button. */
+  function renderAnswer(container, answer, citations, segments) {
     var byId = {};
     citations.forEach(function (c) { byId[c.id] = c; });
+    if (Array.isArray(segments) && segments.length) {
+      segments.forEach(function (s) {
+        var text = String(s.text || "").replace(LITERAL, "($1)");
+        var ids = (Array.isArray(s.citations) ? s.citations : []).filter(function (n) { return byId[n]; });
+        container.appendChild(document.createTextNode(text + (ids.length && text ? " " : "")));
+        ids.forEach(function (n) { container.appendChild(citeButton(byId[n], "[" + n + "]")); });
+      });
+      return;
+    }
     var last = 0;
     answer.replace(MARKER, function (match, nums, offset) {
       var ids = nums.split(",").map(function (s) { return parseInt(s, 10); });
@@ -243,7 +256,7 @@
     var answer = typeof data.answer === "string" ? data.answer : a.streamed;
     var citations = Array.isArray(data.citations) ? data.citations : [];
     var final = el("span", { "class": "text", "data-testid": "rag-answer-text" });
-    renderAnswer(final, answer, citations);   // built apart, then swapped in: one change for the screen reader
+    renderAnswer(final, answer, citations, data.segments);   // built apart, then swapped in: one change for the screen reader
     a.node.replaceChild(final, a.text);
     a.text = final;
     if (data.abstained) {
