@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
+from .chunking import SENTENCE_SPLITTER
 from .config import RetrievalMode, Settings
 from .conversation import Turn, is_follow_up, standalone_query
 from .documents import Document, SkippedFile, display_source, load_paths, same_document
@@ -125,7 +126,8 @@ class Pipeline:
         s = self.settings
         return IndexConfig(embed_model=s.embed_model, dimension=self.embedder.dimension,
                            embed_precision=self.embedder.precision, chunk_size=s.chunk_size,
-                           chunk_overlap=s.chunk_overlap, index_titles=s.index_titles)
+                           chunk_overlap=s.chunk_overlap, index_titles=s.index_titles,
+                           sentence_splitter=SENTENCE_SPLITTER)
 
     @property
     def retriever(self) -> Retriever:
