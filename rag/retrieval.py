@@ -10,6 +10,8 @@ from .config import FusionMethod, RetrievalMode
 from .embedding import Embedder
 from .errors import InvalidInputError
 from .index import Index
+from .lexical import tokenize
+from .scoring import PASSAGE_MODEL, query_terms
 from .vectors import search as vector_search
 
 
@@ -65,6 +67,8 @@ class Passage:
     rank: int
     row: int = field(repr=False, default=-1)  # chunk row in the index snapshot
     dense_score: float | None = field(repr=False, default=None)  # cosine with the query, when computed
+    fused: float = field(repr=False, default=0.0)  # the fusion score it was ranked by (per-question scale)
+    signals: dict = field(repr=False, default_factory=dict)  # the calibrated score's inputs (see scoring.py)
 
     def to_dict(self) -> dict:
         return {"chunk_id": self.chunk_id, "document_id": self.document_id, "source": self.source,
@@ -75,6 +79,10 @@ class Passage:
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.ones_like(x)
+
+
+MARGIN_DEPTH = 20  # the best match is compared with the next 19
+RERANK_DEPTH = 30  # candidates re-ranked by the calibrated score (FusionMethod.calibrated)
 
 
 class Retriever:
@@ -124,13 +132,51 @@ class Retriever:
         else:
             ranked = self._fuse(index, query, dense, lexical_all, k)
         passages = []
-        for rank, (row, score) in enumerate(ranked[:top_k], start=1):
+        if mode is RetrievalMode.hybrid and self.fusion is FusionMethod.calibrated:
+            pool = ranked[:max(top_k, RERANK_DEPTH)]
+            pool_signals = self._signals(index, query, [r for r, _ in pool], dense, lexical_all)
+            order = sorted(range(len(pool)), key=lambda i: -PASSAGE_MODEL(**pool_signals[i]))[:top_k]
+            top, signals = [pool[i] for i in order], [pool_signals[i] for i in order]
+        else:
+            top = ranked[:top_k]
+            signals = self._signals(index, query, [r for r, _ in top], dense, lexical_all)
+        for rank, ((row, fused), sig) in enumerate(zip(top, signals), start=1):
             c = index.chunks[row]
             doc = index.documents[index.chunk_doc_row[row]]
             passages.append(Passage(chunk_id=c.id, document_id=c.document_id, source=doc.source, title=doc.title,
-                                    text=c.text, start=c.start, end=c.end, score=score, rank=rank, row=row,
-                                    dense_score=dense.get(row)))
+                                    text=c.text, start=c.start, end=c.end, score=PASSAGE_MODEL(**sig), rank=rank,
+                                    row=row, dense_score=sig["cosine"], fused=fused, signals=sig))
         return passages
+
+    def _signals(self, index: Index, query: str, rows: list[int], dense: dict[int, float],
+                 lexical_all: np.ndarray | None) -> list[dict]:
+        """The calibrated score's inputs for each returned chunk (scoring.py): a few vector products
+        and the tokenization of `top_k` chunks, whatever the mode."""
+        if not rows:
+            return []
+        terms = query_terms(query, index.bm25)
+        q = self.embedder.encode_query(query)
+        arr = np.asarray(rows, dtype=np.int64)
+        missing = [r for r in rows if r not in dense]
+        if missing:
+            vecs = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
+            dense.update({r: float(s) for r, s in zip(missing, vecs @ q)})
+        if lexical_all is None:
+            lexical_all = index.bm25.scores(query)
+        sentence_cos = best_sentence_cosine(index, arr, q)
+        tokens = tokenize([index.chunks[r].text for r in rows])
+        ideal = terms.bm25_ideal or 1.0
+        # How far the best match stands out from the next ones (per question, the same for every
+        # passage): on a corpus where every document shares the question's topic, an unanswerable
+        # question matches many passages equally well; an answerable one has a standout.
+        lex_top = np.sort(lexical_all[_top_rows(lexical_all, MARGIN_DEPTH)].astype(np.float64))[::-1]
+        lex_top = np.maximum(lex_top, 0.0)
+        dense_top = np.sort(np.fromiter(dense.values(), dtype=np.float64))[::-1][:MARGIN_DEPTH]
+        margins = {"bm25_margin": float(lex_top[0] - lex_top[1:].mean()) / ideal if len(lex_top) > 1 else 0.0,
+                   "cosine_margin": float(dense_top[0] - dense_top[1:].mean()) if len(dense_top) > 1 else 0.0}
+        return [{"sentence_cosine": float(s), "cosine": dense[r], "bm25_share": float(lexical_all[r]) / ideal,
+                 "coverage": terms.coverage(t), "unknown": terms.unknown, **margins}
+                for r, s, t in zip(rows, sentence_cos.tolist(), tokens)]
 
     def _dense(self, index: Index, query: str, k: int, mask: np.ndarray | None) -> dict[int, float]:
         q = self.embedder.encode_query(query)
