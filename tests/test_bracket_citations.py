@@ -41,17 +41,20 @@ def test_rendering_neutralises_literal_bracketed_numbers_only():
     assert render(segments) == "Cells (2) bind (29, 30) and (1-3) [1] (12a) too. [2]"
     assert markers(render(segments)) == [1, 2]
     assert neutralise("[citation needed] and [a] stay") == "[citation needed] and [a] stay"
+    assert neutralise("needed [32, [147] [148] ].") == "needed (32, (147) (148) )."  # nested, seen in COVID-QA
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7])
 def test_reply_parser_streams_the_same_text_as_the_whole_reply(step):
-    reply = "Endothelial cells [2] express it [S1]. The receptor [29, 30] binds [S2][S1]. Bad [S9] and [1-3]."
+    reply = ("Endothelial cells [2] express it [S1]. The receptor [29, 30] binds [S2][S1]. Bad [S9] and [1-3]. "
+             "Nested [32, [147] [148] ] too [S3].")
     whole = ReplyParser(3)
     text = whole.feed(reply) + whole.finish()
     parser = ReplyParser(3)
     pieces = [parser.feed(reply[i:i + step]) for i in range(0, len(reply), step)] + [parser.finish()]
     assert "".join(pieces) == text == render(parser.segments)
-    assert text == "Endothelial cells (2) express it [1]. The receptor (29, 30) binds [2][1]. Bad and (1-3)."
+    assert text == ("Endothelial cells (2) express it [1]. The receptor (29, 30) binds [2][1]. Bad and (1-3). "
+                    "Nested (32, (147) (148) ) too [3].")
     assert parser.segments[0] == Segment("Endothelial cells [2] express it", (1,))
 
 

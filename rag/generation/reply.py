@@ -32,9 +32,14 @@ class ReplyParser:
         that may precede a label, are held back."""
         self._pending += delta
         cut = len(self._pending)
-        bracket = self._pending.rfind("[")
-        if bracket != -1 and "]" not in self._pending[bracket:] and len(self._pending) - bracket <= _MAX_OPEN:
-            cut = bracket
+        opened: list[int] = []  # unclosed "[" (the outermost first: nested brackets are held whole)
+        for i in range(max(0, len(self._pending) - _MAX_OPEN), len(self._pending)):
+            if self._pending[i] == "[":
+                opened.append(i)
+            elif self._pending[i] == "]" and opened:
+                opened.pop()
+        if opened:
+            cut = opened[0]
         while cut > 0 and self._pending[cut - 1].isspace():
             cut -= 1
         ready, self._pending = self._pending[:cut], self._pending[cut:]

@@ -33,8 +33,13 @@ class Segment:
 
 
 def neutralise(text: str) -> str:
-    """Literal bracketed numbers as parentheses, so that they cannot be read as markers."""
-    return LITERAL_BRACKET_RE.sub(r"(\1)", text)
+    """Literal bracketed numbers as parentheses, so that they cannot be read as markers. Nested ones
+    ("[32, [147] [148]]") are neutralised from the inside out: each pass removes a bracket pair."""
+    while True:
+        out = LITERAL_BRACKET_RE.sub(r"(\1)", text)
+        if out == text:
+            return out
+        text = out
 
 
 def markers(citations: Sequence[int]) -> str:

@@ -217,7 +217,8 @@
     citations.forEach(function (c) { byId[c.id] = c; });
     if (Array.isArray(segments) && segments.length) {
       segments.forEach(function (s) {
-        var text = String(s.text || "").replace(LITERAL, "($1)");
+        var text = String(s.text || ""), prev;
+        do { prev = text; text = text.replace(LITERAL, "($1)"); } while (text !== prev);   // nested: inside out
         var ids = (Array.isArray(s.citations) ? s.citations : []).filter(function (n) { return byId[n]; });
         container.appendChild(document.createTextNode(text + (ids.length && text ? " " : "")));
         ids.forEach(function (n) { container.appendChild(citeButton(byId[n], "[" + n + "]")); });
