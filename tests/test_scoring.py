@@ -66,6 +66,8 @@ def test_captions_headlines_bylines_and_references_are_not_prose(text):
     "Smith et al. (2003) found that the receptor is expressed in lung tissue.",
     "The figure shows that attack rates were highest in young adults.",
     "Peskov said the plan was \u201can unacceptable threat.\u201d",
+    "He was profoundly influenced by a math teacher Martin Sekuli\u0107.:32",  # Wikipedia page reference
+
 ])
 def test_sentences_are_prose(text):
     assert is_prose(text)
