@@ -14,10 +14,15 @@ benchmarks of different domains (SQuAD and COVID-QA dev with `--holdout-every 6`
                 lexical match as the question allows"
     unknown     the share of the question's IDF mass in words that no document contains at all: a
                 question naming things the corpus never mentions is about something else
+    margins     how far the best BM25 share and the best cosine stand out from the next 19 candidates
+                (on a corpus that shares the question's topic, an unanswerable question matches many
+                passages about equally well)
 
 A passage's `score` is the model's estimate of the probability that the passage comes from a
 document that answers the question; a citation's `score` the estimate that the quoted sentence
-contains the answer. Both are probabilities in [0, 1], comparable between questions and corpora.
+contains the answer; ANSWERABLE_MODEL the estimate that the retrieved passages answer the question at
+all (the extractive generator abstains below `abstain_threshold`). All are probabilities in [0, 1],
+comparable between questions and corpora.
 """
 from __future__ import annotations
 
