@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from rag.generation import cited_markers
+from rag.generation.segments import LITERAL_BRACKET_RE, MARKER_RE
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
@@ -79,9 +80,18 @@ def ndcg_at(docs: Sequence[str], gold: Iterable[str], k: int = 10) -> float:
     return dcg / ideal if ideal else 0.0
 
 
+def stray_brackets(answer: str) -> list[str]:
+    """Bracketed numbers in the answer that are not well-formed markers ("[1-3]", "[2a]"): a reader
+    (or the widget) cannot tell what they point at."""
+    return [m.group(0) for m in LITERAL_BRACKET_RE.finditer(answer) if not MARKER_RE.fullmatch(m.group(0))]
+
+
 def citations_valid(answer: str, citations: Sequence[dict], documents: dict[str, str] | None) -> bool:
-    """Every [n] resolves to citations[n-1], every citation is used, numbering is by first use, and
+    """The marker contract, read from the answer text: every bracketed number in it is a marker
+    `[n]` that resolves to citations[n-1], every citation is used, numbering is by first use; and
     (when the documents' stored text is known) each citation's text is exactly text[start:end]."""
+    if stray_brackets(answer):
+        return False
     markers = cited_markers(answer)
     ids = [c["id"] for c in citations]
     if ids != list(range(1, len(citations) + 1)):

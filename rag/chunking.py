@@ -17,6 +17,9 @@ BOILERPLATE_LINES = frozenset({
     "subscribe", "sign up", "skip to content", "skip advertisement", "continue reading",
 })
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# How sentences are split; stored in the index config so that an index split otherwise is rebuilt.
+# 1: every line break ends a sentence. 2: lines of a paragraph joined across soft breaks.
+SENTENCE_SPLITTER = 2
 
 
 @dataclass(frozen=True)
@@ -101,24 +104,96 @@ def sentence_offsets(line: str) -> list[tuple[int, int]]:
     return list(zip(char_of_byte[first].tolist(), (char_of_byte[last] + 1).tolist()))
 
 
+# Lines that stand on their own: list items, table rows, headings (Markdown or underlined).
+_LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+\u2022\u25aa\u2013]\s+|\(?(?:\d{1,3}|[a-zA-Z]|[ivxIVX]{1,5})[.)]\s+)")
+_TABLE_ROW_RE = re.compile(r"\||\t|\S {3,}\S")
+_HEADING_RE = re.compile(r"^\s*(?:#{1,6}\s|={3,}\s*$|-{3,}\s*$)")
+_SENTENCE_END = ".!?:;\"'\u201d\u2019)]"
+_LINE_BREAKS_AS_SPACES = str.maketrans({c: " " for c in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+_WRAPPED_SHARE = 0.7  # a line at least this share of the block's longest line was wrapped, not ended
+
+
+def _stands_alone(line: str) -> bool:
+    return bool(_LIST_ITEM_RE.match(line) or _TABLE_ROW_RE.search(line.strip()) or _HEADING_RE.match(line))
+
+
+def _soft_break(line: str, following: str, longest: int) -> bool:
+    """Whether the line break between two non-blank lines of one paragraph is only a wrap.
+
+    A break stays hard before and after list items, table rows and headings, and after a short line
+    that does not end a sentence and is followed by a capitalised one (a title, a byline, a caption,
+    a metadata line); a wrapped line is long or is continued in lower case."""
+    head, nxt = line.strip(), following.strip()
+    if _stands_alone(following) or is_boilerplate(nxt):
+        return False
+    if _stands_alone(line):  # a list item continues on an indented line
+        return bool(_LIST_ITEM_RE.match(line)) and following[:1].isspace()
+    if nxt[:1].islower():
+        return True
+    if head[-1:] in _SENTENCE_END:
+        return True
+    return len(head) >= max(40, _WRAPPED_SHARE * longest)
+
+
+def _paragraph_runs(text: str) -> list[tuple[int, int] | None]:
+    """[start, end) spans of runs of lines joined across soft breaks; None marks a boilerplate line
+    (it ends a section). A blank line always ends a run."""
+    lines: list[tuple[int, str]] = []
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        lines.append((pos, line))
+        pos += len(line)
+    runs: list[tuple[int, int] | None] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i][1].strip():
+            i += 1
+            continue
+        j = i  # the paragraph: non-blank lines i..j-1
+        while j < len(lines) and lines[j][1].strip():
+            j += 1
+        longest = max(len(line.strip()) for _, line in lines[i:j])
+        start = None
+        for k in range(i, j):
+            at, line = lines[k]
+            if is_boilerplate(line.strip()):
+                if start is not None:
+                    runs.append((start, at))
+                    start = None
+                runs.append(None)
+                continue
+            if start is None:
+                start = at
+            if k + 1 == j or not _soft_break(line, lines[k + 1][1], longest):
+                runs.append((start, at + len(line)))
+                start = None
+        i = j
+    return runs
+
+
 def split_sentences(text: str, max_chars: int = 1000) -> list[list[Span]]:
     """Sentences of `text` grouped into sections; boilerplate lines end a section and are dropped.
 
-    Lines are split first (a line break always ends a sentence), then each line with blingfire.
+    Lines of a paragraph joined across soft breaks (see `_soft_break`) are split by blingfire as one
+    text, with each line break read as a space; offsets stay exact, so a sentence that was wrapped
+    is the span of the original text with its line breaks inside.
     """
     sections: list[list[Span]] = [[]]
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        line_start, pos = pos, pos + len(line)
-        body = line.strip()
-        if not body:
-            continue
-        if is_boilerplate(body):
+    for run in _paragraph_runs(text):
+        if run is None:
             if sections[-1]:
                 sections.append([])
             continue
-        offset = line_start + (len(line) - len(line.lstrip()))
-        for a, b in sentence_offsets(body):
+        run_start, run_end = run
+        raw = text[run_start:run_end]
+        lead = len(raw) - len(raw.lstrip())
+        body = raw.strip()
+        if not body:
+            continue
+        # Same length as the original, so blingfire's offsets are the text's offsets.
+        joined = body.translate(_LINE_BREAKS_AS_SPACES)
+        offset = run_start + lead
+        for a, b in sentence_offsets(joined):
             s, e = offset + a, offset + b
             while s < e and text[s].isspace():
                 s += 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .build import build_index
+from .chunking import SENTENCE_SPLITTER
 from .config import Settings
 from .documents import Document
 from .embedding import Embedder, SentenceTransformerEmbedder
@@ -35,7 +36,8 @@ def make_retriever(settings: Settings, embedder: Embedder) -> Retriever:
 def index_config(settings: Settings, embedder: Embedder) -> IndexConfig:
     s = settings
     return IndexConfig(embed_model=s.embed_model, dimension=embedder.dimension, embed_precision=embedder.precision,
-                       chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap, index_titles=s.index_titles)
+                       chunk_size=s.chunk_size, chunk_overlap=s.chunk_overlap, index_titles=s.index_titles,
+                       sentence_splitter=SENTENCE_SPLITTER)
 
 
 @dataclass

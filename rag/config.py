@@ -28,6 +28,7 @@ class RetrievalMode(str, Enum):
 class FusionMethod(str, Enum):
     weighted = "weighted"  # min-max normalised weighted score sum
     rrf = "rrf"  # reciprocal rank fusion
+    calibrated = "calibrated"  # weighted fusion, then its top 30 re-ranked by the calibrated passage score
 
 
 def available_cpus() -> int:
@@ -80,7 +81,8 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=50)
 
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
-    abstain_threshold: float = Field(0.44, description="Extractive: abstain when the best sentence scores below this.")
+    abstain_threshold: float = Field(0.14, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
+                                     "probability that the passages answer the question is below this (docs/quality.md).")
     answer_max_sentences: int = Field(2, ge=1, le=10)
     answer_max_words: int = Field(75, ge=5, le=1000)
 

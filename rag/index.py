@@ -27,11 +27,13 @@ class IndexConfig:
     chunk_size: int
     chunk_overlap: int
     index_titles: bool
+    sentence_splitter: int = 1  # rag.chunking.SENTENCE_SPLITTER it was built with (absent from older manifests: 1)
 
     def same_vectors(self, other: "IndexConfig") -> bool:
         """Whether stored vectors can be reused (only BM25-side settings differ)."""
-        return (self.embed_model, self.dimension, self.embed_precision, self.chunk_size, self.chunk_overlap) == (
-            other.embed_model, other.dimension, other.embed_precision, other.chunk_size, other.chunk_overlap)
+        return (self.embed_model, self.dimension, self.embed_precision, self.chunk_size, self.chunk_overlap,
+                self.sentence_splitter) == (other.embed_model, other.dimension, other.embed_precision,
+                                            other.chunk_size, other.chunk_overlap, other.sentence_splitter)
 
     def differences(self, other: "IndexConfig") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -62,6 +64,11 @@ class ChunkTable(Sequence[Chunk]):
         doc_row = int(self._doc_row[row])
         start, end = self._bounds[row].tolist()
         return f"{self._documents[doc_row].id}:{row - int(self._first[doc_row])}", doc_row, start, end
+
+    def text(self, row: int) -> str:
+        """A chunk's text (sliced from its document's stored text)."""
+        _, doc_row, start, end = self.locate(row)
+        return self._documents[doc_row].text[start:end]
 
     def __getitem__(self, row):  # type: ignore[override]
         if isinstance(row, slice):

@@ -120,6 +120,10 @@ class BM25Index:
         n = max(self.size, 1)
         return {t: float(np.log(1.0 + (n - (df := self._text_df.get(t, 0)) + 0.5) / (df + 0.5))) for t in terms}
 
+    def document_frequency(self, term: str) -> int:
+        """Chunks whose text (titles aside) contains the (already tokenized) term."""
+        return self._text_df.get(term, 0)
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         if self.size:

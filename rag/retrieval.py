@@ -11,6 +11,8 @@ from .documents import page_of
 from .errors import InvalidInputError
 from .filters import Filter
 from .index import Index
+from .lexical import tokenize_cached
+from .scoring import PASSAGE_MODEL, query_terms
 from .vectors import search as vector_search
 
 
@@ -33,6 +35,8 @@ class Passage(BaseModel):
     row: int = Field(-1, exclude=True, repr=False)  # chunk row in the index snapshot
     dense_score: float | None = Field(None, exclude=True, repr=False)  # cosine with the query, when computed
     page: int | None = None  # 1-based page (PDF) or slide (pptx) where the passage starts
+    fused: float = Field(0.0, exclude=True, repr=False)  # the fusion score it was ranked by (per-question scale)
+    signals: dict = Field(default_factory=dict, exclude=True, repr=False)  # the calibrated score's inputs (scoring.py)
 
     @field_serializer("score")
     def _rounded(self, score: float) -> float:
@@ -42,6 +46,10 @@ class Passage(BaseModel):
 def _minmax(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.ones_like(x)
+
+
+MARGIN_DEPTH = 20  # the best match is compared with the next 19
+RERANK_DEPTH = 30  # candidates re-ranked by the calibrated score (FusionMethod.calibrated)
 
 
 class Retriever:
@@ -64,8 +72,6 @@ class Retriever:
         self.rrf_k = rrf_k
         self.candidates = candidates
 
-    def needs_vector(self, mode: RetrievalMode | None = None) -> bool:
-        return (mode or self.mode) is not RetrievalMode.lexical
 
     def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
                filters: Filter | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
@@ -82,9 +88,9 @@ class Retriever:
             return []
         k = min(max(self.candidates, top_k), n)
         dense: dict[int, float] = {}
-        q = None
+        # Every mode needs the query's vector: the calibrated score of what is returned uses its cosines.
+        q = self.embedder.encode_query(query) if query_vector is None else query_vector
         if mode in (RetrievalMode.dense, RetrievalMode.hybrid):
-            q = self.embedder.encode_query(query) if query_vector is None else query_vector
             dense = self._dense(index, q, k, mask)
         lexical_all = index.bm25.scores(query) if mode in (RetrievalMode.lexical, RetrievalMode.hybrid) else None
         if lexical_all is not None and mask is not None:
@@ -98,13 +104,51 @@ class Retriever:
         else:
             ranked = self._fuse(index, q, dense, lexical_all, k)
         passages = []
-        for rank, (row, score) in enumerate(ranked[:top_k], start=1):
+        if mode is RetrievalMode.hybrid and self.fusion is FusionMethod.calibrated:
+            pool = ranked[:max(top_k, RERANK_DEPTH)]
+            pool_signals = self._signals(index, query, q, [r for r, _ in pool], dense, lexical_all)
+            order = sorted(range(len(pool)), key=lambda i: -PASSAGE_MODEL(**pool_signals[i]))[:top_k]
+            top, signals = [pool[i] for i in order], [pool_signals[i] for i in order]
+        else:
+            top = ranked[:top_k]
+            signals = self._signals(index, query, q, [r for r, _ in top], dense, lexical_all)
+        for rank, ((row, fused), sig) in enumerate(zip(top, signals), start=1):
             chunk_id, doc_row, start, end = index.chunks.locate(row)
             doc = index.documents[doc_row]
             passages.append(Passage(chunk_id=chunk_id, document_id=doc.id, source=doc.source, title=doc.title,
-                                    text=doc.text[start:end], start=start, end=end, score=score, rank=rank, row=row,
-                                    dense_score=dense.get(row), page=page_of(doc, start)))
+                                    text=doc.text[start:end], start=start, end=end, score=PASSAGE_MODEL(**sig),
+                                    rank=rank, row=row, dense_score=sig["cosine"], fused=fused, signals=sig,
+                                    page=page_of(doc, start)))
         return passages
+
+    def _signals(self, index: Index, query: str, q: np.ndarray, rows: list[int], dense: dict[int, float],
+                 lexical_all: np.ndarray | None) -> list[dict]:
+        """The calibrated score's inputs for each returned chunk (scoring.py): a few vector products
+        and the tokens of `top_k` chunks, whatever the mode."""
+        if not rows:
+            return []
+        terms = query_terms(query, index.bm25)
+        arr = np.asarray(rows, dtype=np.int64)
+        missing = [r for r in rows if r not in dense]
+        if missing:
+            vecs = index.vectors.reconstruct_batch(np.asarray(missing, dtype=np.int64))
+            dense.update({r: float(s) for r, s in zip(missing, vecs @ q)})
+        if lexical_all is None:
+            lexical_all = index.bm25.scores(query)
+        sentence_cos = best_sentence_cosine(index, arr, q)
+        tokens = tokenize_cached([index.chunks.text(r) for r in rows])
+        ideal = terms.bm25_ideal or 1.0
+        # How far the best match stands out from the next ones (per question, the same for every
+        # passage): on a corpus where every document shares the question's topic, an unanswerable
+        # question matches many passages equally well; an answerable one has a standout.
+        lex_top = np.sort(lexical_all[_top_rows(lexical_all, MARGIN_DEPTH)].astype(np.float64))[::-1]
+        lex_top = np.maximum(lex_top, 0.0)
+        dense_top = np.sort(np.fromiter(dense.values(), dtype=np.float64))[::-1][:MARGIN_DEPTH]
+        margins = {"bm25_margin": float(lex_top[0] - lex_top[1:].mean()) / ideal if len(lex_top) > 1 else 0.0,
+                   "cosine_margin": float(dense_top[0] - dense_top[1:].mean()) if len(dense_top) > 1 else 0.0}
+        return [{"sentence_cosine": float(s), "cosine": dense[r], "bm25_share": float(lexical_all[r]) / ideal,
+                 "coverage": terms.coverage(t), "unknown": terms.unknown, **margins}
+                for r, s, t in zip(rows, sentence_cos.tolist(), tokens)]
 
     def _dense(self, index: Index, q: np.ndarray, k: int, mask: np.ndarray | None) -> dict[int, float]:
         scores, rows = vector_search(index.vectors, q, k, mask)

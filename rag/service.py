@@ -17,7 +17,7 @@ from .config import RetrievalMode, Settings
 from .conversation import Turn, is_follow_up, standalone_query
 from .embedding import Embedder
 from .errors import GeneratorError, InputTooLargeError, InvalidInputError
-from .generation import Answer, Citation, Fallback, Generator, Rewriter
+from .generation import Answer, Citation, Fallback, Generator, Rewriter, Segment
 from .index import Index
 from .retrieval import Filters, Passage, Retriever
 from .store import IndexStore
@@ -35,6 +35,8 @@ class AskResult(BaseModel):
     passages: list[Passage]
     timings_ms: dict[str, float]
     fallback: Fallback | None = None
+    segments: list[Segment] = Field(default_factory=list, description="The answer as quoted text with its "
+                                    "citation ids; `answer` is rendered from them.")
 
 
 class SearchResult(BaseModel):
@@ -91,6 +93,7 @@ class Prepared:
         done = time.perf_counter()
         return AskResult(query=self.query, answer=answer.text, abstained=answer.abstained, generator=answer.generator,
                          citations=answer.citations, passages=self.passages, fallback=answer.fallback,
+                         segments=answer.segments,
                          timings_ms={"retrieve": round((self.retrieved - self.started) * 1000, 2),
                                      "generate": round((done - self.retrieved) * 1000, 2),
                                      "total": round((done - self.started) * 1000, 2)})
@@ -114,11 +117,10 @@ class QueryService:
         return question.strip()
 
     def _retrieve(self, index: Index, query: str, top_k: int | None, filters: Filters | None,
-                  mode: RetrievalMode | None, *, vector_for_generator: bool) -> tuple[list[Passage], np.ndarray | None]:
-        """Passages for `query`, embedding it once for retrieval and (when asked) the generator."""
-        vector = None
-        if self.retriever.needs_vector(mode) or vector_for_generator:
-            vector = self.embedder.encode_query(query)
+                  mode: RetrievalMode | None) -> tuple[list[Passage], np.ndarray]:
+        """Passages for `query`, embedding it once, for retrieval (every mode: the calibrated passage
+        score uses its cosines) and for the generator."""
+        vector = self.embedder.encode_query(query)
         passages = self.retriever.search(index, query, self.settings.top_k if top_k is None else top_k,
                                          mode=mode, filters=filters, query_vector=vector)
         return passages, vector
@@ -129,7 +131,7 @@ class QueryService:
         self.store.refresh()
         index = self.store.current  # 503 while loading
         query = self.check_question(query)
-        return self._retrieve(index, query, top_k, filters, mode, vector_for_generator=False)[0]
+        return self._retrieve(index, query, top_k, filters, mode)[0]
 
     def standalone_query(self, question: str, history: Sequence[Turn], generator: Generator) -> str:
         """Retrieval query for a follow-up: rewritten by the LLM when the generator can (falling back
@@ -154,7 +156,7 @@ class QueryService:
         gen = self.generators.get(generator)
         question = self.check_question(question)
         query = self.standalone_query(question, history, gen)
-        passages, vector = self._retrieve(index, query, top_k, filters, mode, vector_for_generator=True)
+        passages, vector = self._retrieve(index, query, top_k, filters, mode)
         return Prepared(question=question, query=query, query_vector=vector, passages=passages, index=index,
                         generator=gen, started=t0, retrieved=time.perf_counter())
 

@@ -27,6 +27,7 @@ from rag.collections import DEFAULT, Collections
 from rag.conversation import Turn
 from rag.errors import InvalidInputError, NotFoundError, RagError, UnauthorizedError
 from rag.filters import Filter
+from rag.generation import neutralise
 from rag.pipeline import Pipeline
 from rag.service import Delta, Failed, Final, Retrieved
 
@@ -70,7 +71,9 @@ def sources_text(citations: list[dict]) -> str:
     """"Sources:" by title and place (the quote itself is in the answer and in `citations`)."""
     if not citations:
         return ""
-    lines = [f'[{c["id"]}] {c.get("title") or c.get("source") or c["document_id"]}, {_place(c)}' for c in citations]
+    # Titles keep their own bracketed numbers out of the marker space, as the answer does.
+    lines = [f'[{c["id"]}] {neutralise(c.get("title") or c.get("source") or c["document_id"])}, {_place(c)}'
+             for c in citations]
     return "\n\nSources:\n" + "\n".join(lines)
 
 
@@ -252,4 +255,4 @@ def _filters(request: ChatCompletionRequest) -> Filter | None:
 
 
 def _extension(result: dict) -> dict:
-    return {k: result.get(k) for k in ("abstained", "generator", "query", "fallback") if k in result}
+    return {k: result.get(k) for k in ("abstained", "generator", "query", "fallback", "segments") if k in result}

@@ -22,9 +22,13 @@ from server.serving import uvicorn_config
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
-DEV_QA = Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_dev_qa.jsonl"
+# `../shared/` from the project root; from a worktree (/work/wt/NAME) it is one level further up.
+DEV_QA = next((p / "shared" / "data" / "seed_dev_qa.jsonl" for p in Path(__file__).resolve().parents[2:4]
+               if (p / "shared" / "data" / "seed_dev_qa.jsonl").exists()),
+              Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_dev_qa.jsonl")
 SEED_FILE = "000_3a5d4e61db94d030.txt"
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+LITERAL_BRACKET = re.compile(r"\[\s*\d[^\[\]\n]{0,60}\]")
 OFF_TOPIC = "What will the weather be in Paris tomorrow?"
 PESKOV_SENTENCE_START = "However, Russia has strongly rejected this idea, with Kremlin spokesman Dmitry Peskov"
 
@@ -78,7 +82,7 @@ def wait_ready(client: httpx.Client, deadline_s: float = 60) -> dict:
 class LLMStandIn:
     """A chat-completions server on loopback. Behaviour per test:
 
-    mode "normal"  -> 200 with `reply` (default cites passages [2] then [1])
+    mode "normal"  -> 200 with `reply` (default cites passages [S2] then [S1][S2], as the prompt asks)
     mode "slow"    -> sleeps `delay` seconds, then answers like "normal"
     mode "hold"    -> waits until `release` is set (by the test), then answers like "normal"
     mode "error"   -> HTTP `status` (500) with an OpenAI-style error body
@@ -88,7 +92,7 @@ class LLMStandIn:
     A request whose system prompt asks for a rewrite gets `rewrite_reply`.
     """
 
-    DEFAULT_REPLY = "Russia rejected the plan [2]. Peskov and Lavrov both expressed disapproval [1][2]."
+    DEFAULT_REPLY = "Russia rejected the plan [S2]. Peskov and Lavrov both expressed disapproval [S1][S2]."
 
     def __init__(self) -> None:
         self.base_url = ""
@@ -182,6 +186,13 @@ def check_answer_contract(result: dict, pipeline) -> None:
     """The design's citation rules, on an /ask-shaped dict."""
     cited = markers(result["answer"])
     citations = result["citations"]
+    # No bracketed number in the answer that is not a marker (documents' own "[2]" are neutralised).
+    stray = [m.group(0) for m in LITERAL_BRACKET.finditer(result["answer"]) if not MARKER.fullmatch(m.group(0))]
+    assert not stray, f"bracketed numbers that are not markers: {stray}"
+    if "segments" in result:  # the answer is rendered from its segments
+        from rag.generation import Segment, render
+
+        assert render([Segment(s["text"], tuple(s["citations"])) for s in result["segments"]]) == result["answer"]
     if result["abstained"]:
         assert citations == [], "an abstention cites nothing"
         assert cited == [], "an abstention has no markers"

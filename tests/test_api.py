@@ -9,7 +9,7 @@ from support import (OFF_TOPIC, PESKOV_SENTENCE_START, SEED_FILE, check_answer_c
                      markers, wait_ready)
 
 # The contract's fields plus `query` (the standalone retrieval query, an extension for multi-turn).
-ASK_KEYS = {"query", "answer", "abstained", "generator", "citations", "passages", "timings_ms"}
+ASK_KEYS = {"query", "answer", "abstained", "generator", "citations", "segments", "passages", "timings_ms"}
 CITATION_KEYS = {"id", "chunk_id", "document_id", "source", "title", "text", "start", "end", "score"}
 PASSAGE_KEYS = {"chunk_id", "document_id", "source", "title", "text", "start", "end", "score", "rank"}
 

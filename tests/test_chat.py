@@ -61,7 +61,7 @@ def test_openai_stream_relays_upstream_tokens_with_renumbered_markers(make_seed_
     deltas = [d["text"] for n, d in events if n == "delta"]
     assert len(deltas) >= llm.tokens_sent - 1 > 5, "tokens are relayed as they come, not as one block"
     final = events[-2][1]
-    # Stand-in cites passages [2] then [1][2]: renumbered by first use to [1], then [2][1].
+    # Stand-in cites passages [S2] then [S1][S2]: renumbered by first use to [1], then [2][1].
     assert final["answer"] == "".join(deltas).strip()
     assert final["answer"] == "Russia rejected the plan [1]. Peskov and Lavrov both expressed disapproval [2][1]."
     assert final["generator"] == "openai" and len(final["citations"]) == 2
@@ -69,7 +69,7 @@ def test_openai_stream_relays_upstream_tokens_with_renumbered_markers(make_seed_
 
 
 def test_client_leaving_mid_stream_stops_the_upstream_stream(make_seed_pipeline, serve_pipeline, llm):
-    llm.reply = " ".join(f"word{i} [1]" for i in range(400))
+    llm.reply = " ".join(f"word{i} [S1]" for i in range(400))
     llm.token_delay = 0.02
     pipeline = make_seed_pipeline(openai_base_url=llm.base_url, openai_model="stand-in")
     with serve_pipeline(pipeline) as client:

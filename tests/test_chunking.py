@@ -158,3 +158,52 @@ def test_chunks_given_their_sections_equal_chunks_split_afresh(seed_document):
     config = ChunkingConfig()
     sections = split_sentences(seed_document.text, config.size)
     assert chunk_document(seed_document, config, sections) == chunk_document(seed_document, config)
+
+
+# -- soft line breaks -----------------------------------------------------------------------
+WRAPPED = (
+    "Spanish Influenza\n"
+    "By A. Writer\n"
+    "\n"
+    "An estimated one third of the world's population (or\n"
+    "z500 million persons) were infected and had clinical-\n"
+    "ly apparent illnesses. Total deaths were estimated at\n"
+    "z50 million and were arguably as high as 100 mil-\n"
+    "lion. All influenza A pandemics since that time, and\n"
+    "Indeed almost all cases, descend from the 1918 virus.\n"
+    "\n"
+    "Findings\n"
+    "- the first item wraps onto\n"
+    "  a second line.\n"
+    "- the second item.\n"
+    "| year | deaths |\n"
+    "| 1918 | 50 million |\n"
+)
+
+
+def _sentences(text: str) -> list[str]:
+    return [text[s.start:s.end] for section in split_sentences(text) for s in section]
+
+
+def test_hard_wrapped_sentences_are_joined_with_exact_offsets():
+    got = _sentences(WRAPPED)
+    assert ("An estimated one third of the world's population (or\nz500 million persons) were infected and "
+            "had clinical-\nly apparent illnesses.") in got
+    assert "Total deaths were estimated at\nz50 million and were arguably as high as 100 mil-\nlion." in got
+    assert ("All influenza A pandemics since that time, and\nIndeed almost all cases, descend from the 1918 "
+            "virus.") in got
+
+
+def test_titles_bylines_lists_and_table_rows_still_break():
+    got = _sentences(WRAPPED)
+    for line in ("Spanish Influenza", "By A. Writer", "Findings", "- the second item.", "| year | deaths |",
+                 "| 1918 | 50 million |"):
+        assert line in got, line
+    assert "- the first item wraps onto\n  a second line." in got, "a list item continues on an indented line"
+
+
+def test_blank_lines_and_crlf_keep_paragraphs_apart():
+    text = "First paragraph ends without a stop\r\n\r\nsecond paragraph starts in lower case and goes on\r\nwrapped here.\r\n"
+    got = _sentences(text)
+    assert got == ["First paragraph ends without a stop",
+                   "second paragraph starts in lower case and goes on\r\nwrapped here."]

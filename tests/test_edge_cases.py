@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 
-from rag.generation import MarkerRenumberer
+from rag.generation.reply import ReplyParser
 from rag.generation.openai_chat import cite
 from rag.generation.resilience import CircuitBreaker, CircuitOpenError
 
 
 def test_streamed_long_marker_lists_renumber_like_the_whole_text(seed_pipeline):
     passages = seed_pipeline.search("What did Peskov say?", 12)
-    reply = "First [3, 4, 5, 6, 7, 8, 9, 10, 11]. Also [2]. Bad [40]."
+    reply = "First [S3, S4, S5, S6, S7, S8, S9, S10, S11]. Also [S2]. Bad [S40]."
     whole = cite(reply, passages, "openai").text
-    streamed = MarkerRenumberer(len(passages))
+    streamed = ReplyParser(len(passages))
     pieces = "".join(streamed.feed(ch) for ch in reply) + streamed.finish()
     assert pieces.strip() == whole
     assert len(passages) == 8  # the seed index has 8 chunks: markers 9-11 and 40 name no passage

@@ -84,3 +84,11 @@ def test_percentiles():
     assert m.percentile(xs, 99) == pytest.approx(99.01)
     assert m.percentile([], 50) is None
     assert m.mean([1, 2, 3]) == 2
+
+
+def test_citation_validity_counts_every_bracketed_number_in_the_answer():
+    good = [cite(1, "d1", 0, 31), cite(2, "d2", 0, 21)]
+    assert m.citations_valid("Paris (4) [1]. Berlin (1-3) [2].", good, DOCS), "neutralised numbers are text"
+    assert not m.citations_valid("Paris [1-3] [1]. Berlin [2].", good, DOCS), "a range is no marker"
+    assert not m.citations_valid("Paris [12a] [1]. Berlin [2].", good, DOCS)
+    assert m.stray_brackets("cells [2] and [29, 30], see [1-3] or [a]") == ["[1-3]"]

@@ -101,12 +101,12 @@ def test_unknown_generator_is_refused(seed_pipeline):
 
 def test_cite_renumbers_by_first_use_and_drops_bad_markers(seed_pipeline):
     passages = seed_pipeline.search("Starmer Macron plan", 3)
-    answer = cite("Alpha [3]. Beta [1, 3]. Gamma [9]. Delta [0] [2].", passages, "openai")
+    answer = cite("Alpha [S3]. Beta [S1, S3]. Gamma [S9]. Delta [S0] [S2].", passages, "openai")
     assert answer.text == "Alpha [1]. Beta [2][1]. Gamma. Delta [3]."
     assert [c.chunk_id for c in answer.citations] == [passages[2].chunk_id, passages[0].chunk_id,
                                                        passages[1].chunk_id]
     assert [c.id for c in answer.citations] == [1, 2, 3]
-    only_bad = cite("Unsupported claim [7].", passages, "openai")
+    only_bad = cite("Unsupported claim [S7].", passages, "openai")
     assert only_bad.abstained and only_bad.citations == []
-    dont_know = cite("I don't know based on the documents. [1]", passages, "openai")
+    dont_know = cite("I don't know based on the documents. [S1]", passages, "openai")
     assert dont_know.abstained and dont_know.citations == []

@@ -24,7 +24,7 @@ def openai_pipeline(make_seed_pipeline, llm):
 
 def test_normal_answer_renumbers_markers_by_first_use(openai_pipeline, llm):
     pipeline = openai_pipeline()
-    llm.reply = "Russia rejected the plan [2]. Peskov and Lavrov both expressed disapproval [1][2]."
+    llm.reply = "Russia rejected the plan [S2]. Peskov and Lavrov both expressed disapproval [S1][S2]."
     result = pipeline.ask(QUESTION, 5, generator="openai")
     body = result.model_dump(mode="json", exclude_none=True)
     assert body["generator"] == "openai" and body["abstained"] is False
@@ -53,15 +53,15 @@ def test_stand_in_receives_the_passages_the_question_and_the_model(openai_pipeli
     prompt = messages[-1]["content"]
     assert QUESTION in prompt
     for i, p in enumerate(result.passages, start=1):
-        assert f"[{i}]" in prompt
+        assert f"[S{i}]" in prompt
         assert p.text in prompt
     assert prompt.index(result.passages[0].text) < prompt.index(result.passages[1].text)
-    assert "[1]" in messages[0]["content"]  # the system prompt asks for [n] citations
+    assert "[S1]" in messages[0]["content"]  # the system prompt asks for [Sn] citations
 
 
 def test_bad_marker_is_dropped(openai_pipeline, llm):
     pipeline = openai_pipeline()
-    llm.reply = "Peskov objected [9]. Russia rejected the idea [1]. Also [2, 9]."
+    llm.reply = "Peskov objected [S9]. Russia rejected the idea [S1]. Also [S2, S9]."
     body = pipeline.ask(QUESTION, 5, generator="openai").model_dump(mode="json", exclude_none=True)
     assert "[9]" not in body["answer"] and "9" not in "".join(str(m) for m in markers(body["answer"]))
     assert body["answer"] == "Peskov objected. Russia rejected the idea [1]. Also [2]."
@@ -71,7 +71,7 @@ def test_bad_marker_is_dropped(openai_pipeline, llm):
 
 def test_reply_citing_nothing_valid_abstains(openai_pipeline, llm):
     pipeline = openai_pipeline()
-    for reply in ("Peskov objected [9].", "Peskov objected.", "I don't know based on the documents."):
+    for reply in ("Peskov objected [S9].", "Peskov objected [1].", "Peskov objected.", "I don't know based on the documents."):
         llm.reply = reply
         body = pipeline.ask(QUESTION, 5, generator="openai").model_dump(mode="json", exclude_none=True)
         assert body["abstained"] is True and body["citations"] == [], reply
@@ -117,7 +117,7 @@ def test_unreachable_server_falls_back(openai_pipeline):
 # -- over the API ------------------------------------------------------------------------
 def test_api_openai_answer(openai_pipeline, llm, serve_pipeline):
     pipeline = openai_pipeline()
-    llm.reply = "Kremlin spokesman Peskov rejected the plan [3]."
+    llm.reply = "Kremlin spokesman Peskov rejected the plan [S3]."
     with serve_pipeline(pipeline) as client:
         r = client.post("/ask", json={"question": QUESTION, "generator": "openai", "top_k": 4})
         assert r.status_code == 200

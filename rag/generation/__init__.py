@@ -1,8 +1,9 @@
-"""Generators turn retrieved passages into an answer with `[n]` citations.
+"""Generators turn retrieved passages into an answer: segments of text with their citations.
 
-Every generator follows the same rules: `[n]` in the answer is `citations[n-1]`, citations are
-numbered by first use, every citation is used, and each citation's `text` is exactly
-`document.text[start:end]`.
+Every generator follows the same rules: the answer is a list of segments (see `segments.py`) and its
+plain text is rendered from them, so that every `[n]` in it is `citations[n-1]` and no other bracketed
+number appears; citations are numbered by first use, every citation is used, and each citation's
+`text` is exactly `document.text[start:end]`.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from ..conversation import Turn
 from ..index import Index
 from ..retrieval import Passage
+from .segments import MARKER_RE, Segment, cited_markers, neutralise, render
+
+__all__ = ["ABSTAIN_TEXT", "Answer", "Citation", "Generator", "MARKER_RE", "Segment", "abstain", "cited_markers",
+           "neutralise", "render", "text_pieces"]
 
 ABSTAIN_TEXT = "The documents don't say. None of the retrieved passages answers this question."
-MARKER_RE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_OPEN_MARKER_RE = re.compile(r"\[[\d\s,]*")  # what an unfinished marker can look like so far
-_SPACED_MARKER_RE = re.compile(r"([ \t]*)\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
 class Citation(BaseModel):
@@ -48,11 +50,18 @@ class Fallback(BaseModel):
 
 
 class Answer(BaseModel):
-    text: str
+    text: str  # rendered from `segments` (see `Answer.of`)
     abstained: bool
     generator: str
     citations: list[Citation] = Field(default_factory=list)
     fallback: Fallback | None = None
+    segments: list[Segment] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, segments: Sequence[Segment], *, generator: str, citations: Sequence[Citation] = (),
+           abstained: bool = False) -> "Answer":
+        return cls(text=render(segments), abstained=abstained, generator=generator, citations=list(citations),
+                   segments=list(segments))
 
 
 class Generator(Protocol):
@@ -80,50 +89,7 @@ class Rewriter(Protocol):
 
 
 def abstain(generator: str) -> Answer:
-    return Answer(text=ABSTAIN_TEXT, abstained=True, generator=generator, citations=[])
-
-
-def cited_markers(text: str) -> list[int]:
-    """Marker numbers in order of appearance, `[1]`, `[2, 3]` alike."""
-    out = []
-    for m in MARKER_RE.finditer(text):
-        out.extend(int(x) for x in m.group(1).split(","))
-    return out
-
-
-class MarkerRenumberer:
-    """Renumbers passage markers `[p]` into citation numbers by first use, incrementally, so that a
-    streamed answer and the final one agree. Markers naming no passage are dropped."""
-
-    def __init__(self, passages: int):
-        self.passages = passages
-        self.numbering: dict[int, int] = {}  # passage number -> citation number
-        self._pending = ""
-
-    def _renumber(self, match: re.Match) -> str:
-        out = []
-        for raw in match.group(2).split(","):
-            n = int(raw)
-            if 1 <= n <= self.passages:
-                self.numbering.setdefault(n, len(self.numbering) + 1)
-                out.append(f"[{self.numbering[n]}]")
-        return match.group(1) + "".join(out) if out else ""  # a dropped marker takes its leading space along
-
-    def feed(self, text: str) -> str:
-        """Text that is safe to emit now. A possibly unfinished marker, and trailing white space that
-        may precede one, are held back."""
-        self._pending += text
-        cut = self._pending.rfind("[")
-        if cut == -1 or not _OPEN_MARKER_RE.fullmatch(self._pending[cut:]):
-            cut = len(self._pending)
-        while cut > 0 and self._pending[cut - 1].isspace():
-            cut -= 1
-        ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return _SPACED_MARKER_RE.sub(self._renumber, ready)
-
-    def finish(self) -> str:
-        rest, self._pending = self._pending, ""
-        return _SPACED_MARKER_RE.sub(self._renumber, rest)
+    return Answer.of([Segment(ABSTAIN_TEXT)], generator=generator, abstained=True)
 
 
 def text_pieces(text: str) -> list[str]:

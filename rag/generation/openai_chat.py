@@ -1,9 +1,11 @@
 """Answers from any OpenAI-compatible chat-completions server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
 
-The prompt numbers the passages `[1]..[k]` and asks for `[n]` citations. The reply's markers are
-checked: a marker naming no passage is dropped, the rest are renumbered by first use (also while
-streaming) and each citation quotes its passage with exact offsets. A reply with no valid citation
-is treated as an abstention, since nothing in it is grounded.
+The prompt labels the passages `[S1]..[Sk]` (a form the passages' own bracketed reference numbers
+cannot collide with) and asks for `[Sn]` citations. The reply is parsed into segments (`reply.py`):
+a label naming no passage is dropped, the rest become citations numbered by first use (also while
+streaming), any other bracketed number is literal text and is neutralised in the rendered answer, and
+each citation quotes its passage with exact offsets. A reply with no valid citation is treated as an
+abstention, since nothing in it is grounded.
 """
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ from ..errors import (UpstreamConnectError, UpstreamError, UpstreamPayloadError,
                       UpstreamTimeoutError)
 from ..index import Index
 from ..retrieval import Passage
-from . import ABSTAIN_TEXT, Answer, Citation, MarkerRenumberer
+from . import Answer, Citation, abstain
+from .reply import LABEL_RE, ReplyParser
 from .resilience import RETRYABLE_STATUS, CircuitBreaker, CircuitOpenError, retry_delay
 
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered passages you are given. "
-    "Cite every statement with the number of the passage that supports it, like [1] or [2]. "
+    "You answer questions using only the passages you are given; each is labelled with a source id "
+    "such as [S1]. Cite every statement with the source id of the passage that supports it, like [S1] "
+    "or [S2][S3]; never cite with bare numbers (bracketed numbers inside passages are the documents' "
+    "own references, not sources). "
     "Be brief: one to three sentences. If the passages do not contain the answer, reply exactly: "
     "\"I don't know based on the documents.\""
 )
@@ -54,34 +59,43 @@ class OpenAIConfig:
     breaker_cooldown_s: float = 30.0
 
 
+def _unlabel(text: str) -> str:
+    """A passage or title that happens to contain "[S2]" must not read as a source label."""
+    return LABEL_RE.sub(lambda m: "(" + m.group(0)[1:-1] + ")", text)
+
+
 def build_messages(question: str, passages: Sequence[Passage]) -> list[dict]:
-    context = "\n\n".join(f"[{i}] ({p.title})\n{p.text}" for i, p in enumerate(passages, start=1))
+    context = "\n\n".join(f"[S{i}] ({_unlabel(p.title)})\n{_unlabel(p.text)}"
+                           for i, p in enumerate(passages, start=1))
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Passages:\n\n{context}\n\nQuestion: {question}"},
     ]
 
 
-def finish_answer(text: str, renumberer: MarkerRenumberer, raw: str, passages: Sequence[Passage],
-                  generator: str) -> Answer:
-    """The final answer once the whole reply is known: citations for every used passage, or an
-    abstention when nothing was cited or the model said it does not know."""
-    if not renumberer.numbering or NO_ANSWER_RE.match(raw):
-        return Answer(text=ABSTAIN_TEXT, abstained=True, generator=generator)
+def finish_answer(parser: ReplyParser, raw: str, passages: Sequence[Passage], generator: str) -> Answer:
+    """The final answer once the whole reply is known (`parser.finish()` called): citations for every
+    used passage, or an abstention when nothing was cited or the model said it does not know."""
+    if not parser.numbering or NO_ANSWER_RE.match(raw):
+        return abstain(generator)
     citations = []
-    for passage_no, cid in sorted(renumberer.numbering.items(), key=lambda kv: kv[1]):
+    for passage_no, cid in sorted(parser.numbering.items(), key=lambda kv: kv[1]):
         p = passages[passage_no - 1]
         citations.append(Citation(id=cid, chunk_id=p.chunk_id, document_id=p.document_id, source=p.source,
                                   title=p.title, text=p.text, start=p.start, end=p.end, score=p.score,
                                   page=p.page))
-    return Answer(text=text.strip(), abstained=False, generator=generator, citations=citations)
+    segments = list(parser.segments)
+    if segments:  # the streamed text was stripped at the start as well
+        segments[0] = type(segments[0])(segments[0].text.lstrip(), segments[0].citations)
+    return Answer.of(segments, generator=generator, citations=citations)
 
 
 def cite(reply: str, passages: Sequence[Passage], generator: str) -> Answer:
-    """Turn a reply with passage-numbered markers into an answer with first-use-numbered citations."""
-    renumberer = MarkerRenumberer(len(passages))
-    text = renumberer.feed(reply) + renumberer.finish()
-    return finish_answer(text, renumberer, reply, passages, generator)
+    """Turn a reply citing `[Sn]` source labels into an answer with first-use-numbered citations."""
+    parser = ReplyParser(len(passages))
+    parser.feed(reply)
+    parser.finish()
+    return finish_answer(parser, reply, passages, generator)
 
 
 class OpenAIChatGenerator:
@@ -160,7 +174,7 @@ class OpenAIChatGenerator:
     def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
                  query_vector=None) -> Answer:
         if not passages:
-            return Answer(text=ABSTAIN_TEXT, abstained=True, generator=self.name)
+            return abstain(self.name)
         return cite(self.complete(build_messages(question, passages)), passages, self.name)
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
@@ -175,24 +189,24 @@ class OpenAIChatGenerator:
         """Relay tokens as the server sends them (markers renumbered on the fly). Leaving the
         iteration early (a client that went away) closes the upstream connection."""
         if not passages:
-            yield Answer(text=ABSTAIN_TEXT, abstained=True, generator=self.name)
+            yield abstain(self.name)
             return
-        renumberer = MarkerRenumberer(len(passages))
+        parser = ReplyParser(len(passages))
         raw, text = [], []
         payload = self._payload(build_messages(question, passages), True)
         self._before_call()
         try:
-            async for piece in self._astream(payload, renumberer, raw, text):
+            async for piece in self._astream(payload, parser, raw, text):
                 yield piece
         finally:
             self.breaker.abandon()  # a client that left mid-stream must not keep the circuit half-open
-        rest = renumberer.finish()
+        rest = parser.finish()
         if rest:
             text.append(rest)
             yield rest
-        yield finish_answer("".join(text), renumberer, "".join(raw), passages, self.name)
+        yield finish_answer(parser, "".join(raw), passages, self.name)
 
-    async def _astream(self, payload: dict, renumberer: MarkerRenumberer, raw: list[str],
+    async def _astream(self, payload: dict, parser: ReplyParser, raw: list[str],
                        text: list[str]) -> AsyncIterator[str]:
         for attempt in range(self.config.max_retries + 1):
             try:
@@ -212,7 +226,7 @@ class OpenAIChatGenerator:
                             if delta is _DONE:
                                 break
                             raw.append(delta)
-                            piece = renumberer.feed(delta)
+                            piece = parser.feed(delta)
                             if piece:
                                 text.append(piece)
                                 yield piece

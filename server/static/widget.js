@@ -355,10 +355,24 @@
     return b;
   }
 
-  /** The answer as text nodes, with each [n] that names a citation turned into a button. */
-  function renderAnswer(container, answer, citations) {
+  // A document's own bracketed numbers ("[2]", "[29, 30]") shown as the server renders them: "(2)".
+  var LITERAL = /\[(\s*\d[^\[\]\n]{0,60})\]/g;
+
+  /** The answer from its segments (text, then a button per citation), or, from an older server,
+   *  as text nodes with each [n] that names a citation turned into a button. */
+  function renderAnswer(container, answer, citations, segments) {
     var byId = {};
     citations.forEach(function (c) { byId[c.id] = c; });
+    if (Array.isArray(segments) && segments.length) {
+      segments.forEach(function (s) {
+        var text = String(s.text || ""), prev;
+        do { prev = text; text = text.replace(LITERAL, "($1)"); } while (text !== prev);   // nested: inside out
+        var ids = (Array.isArray(s.citations) ? s.citations : []).filter(function (n) { return byId[n]; });
+        container.appendChild(document.createTextNode(text + (ids.length && text ? " " : "")));
+        ids.forEach(function (n) { container.appendChild(citeButton(byId[n], "[" + n + "]")); });
+      });
+      return;
+    }
     var last = 0;
     answer.replace(MARKER, function (match, nums, offset) {
       var ids = nums.split(",").map(function (s) { return parseInt(s, 10); });
@@ -533,7 +547,7 @@
   /** Fills an assistant message node from a stored entry (a fresh answer, or one restored after a reload). */
   function renderEntry(node, entry) {
     var final = el("span", { "class": "text", "data-testid": "rag-answer-text" });
-    renderAnswer(final, entry.content, entry.citations);
+    renderAnswer(final, entry.content, entry.citations, entry.segments);
     if (entry.abstained) {
       node.classList.add("abstained");
       node.setAttribute("data-abstained", "true");
@@ -582,6 +596,7 @@
       content: typeof data.answer === "string" ? data.answer : a.streamed,
       citations: withContext(Array.isArray(data.citations) ? data.citations : [], passages || data.passages),
       abstained: !!data.abstained, generator: data.generator || null, fallback: !!data.fallback,
+      segments: Array.isArray(data.segments) ? data.segments : null,
     };
     while (a.node.firstChild) a.node.removeChild(a.node.firstChild);   // built apart, then swapped in
     a.text = renderEntry(a.node, entry);
@@ -778,7 +793,8 @@
       } else if (e.role === "assistant") {
         var entry = { role: "assistant", question: e.question || "", content: e.content,
           citations: Array.isArray(e.citations) ? e.citations : [], abstained: !!e.abstained,
-          generator: e.generator || null, fallback: !!e.fallback, feedback: e.feedback || null };
+          generator: e.generator || null, fallback: !!e.fallback, feedback: e.feedback || null,
+          segments: Array.isArray(e.segments) ? e.segments : null };
         var node = el("div", { "class": "msg assistant", "data-testid": "rag-answer" });
         renderEntry(node, entry);
         log.appendChild(node);

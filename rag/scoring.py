@@ -1,0 +1,97 @@
+"""Scores that mean the same across questions and corpora.
+
+Raw retrieval signals do not: a cosine of 0.5 is high for news and ordinary for biomedical text, a
+BM25 score grows with the question's length and the corpus' vocabulary, and min-max rescaling per
+question makes the best of a bad lot look perfect. Each signal here is put on a scale that the
+question itself fixes, and the signals are combined by a logistic model fitted on two held-out
+benchmarks of different domains (SQuAD and COVID-QA dev with `--holdout-every 6`):
+
+    cosine      cos(question, text) of the sentence-transformers model (absolute, in [-1, 1])
+    coverage    the share of the question's IDF mass whose terms occur in the text: 1.0 when the text
+                contains every content word of the question, weighted by how rare each word is
+    bm25_share  the passage's BM25 score divided by the score of an ideal passage that contains every
+                question term once at average length (sum of the terms' IDF), so 1.0 is "as good a
+                lexical match as the question allows"
+    unknown     the share of the question's IDF mass in words that no document contains at all: a
+                question naming things the corpus never mentions is about something else
+    margins     how far the best BM25 share and the best cosine stand out from the next 19 candidates
+                (on a corpus that shares the question's topic, an unanswerable question matches many
+                passages about equally well)
+
+A passage's `score` is the model's estimate of the probability that the passage comes from a
+document that answers the question; a citation's `score` the estimate that the quoted sentence
+contains the answer; ANSWERABLE_MODEL the estimate that the retrieved passages answer the question at
+all (the extractive generator abstains below `abstain_threshold`). All are probabilities in [0, 1],
+comparable between questions and corpora.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from .lexical import tokenize
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    terms: frozenset[str]
+    idf: dict[str, float]
+    total: float  # sum of the IDF of the distinct terms
+    unknown: float  # share of `total` in terms no document contains
+    bm25_ideal: float  # BM25 of a passage holding each query token once at average length
+
+    def coverage(self, tokens: Sequence[str]) -> float:
+        if not self.total:
+            return 0.0
+        return sum(self.idf[t] for t in self.terms.intersection(tokens)) / self.total
+
+
+def query_terms(question: str, bm25) -> QueryTerms:
+    tokens = tokenize([question])[0]
+    terms = frozenset(tokens)
+    idf = bm25.idf(terms)
+    total = sum(idf.values())
+    unknown = sum(idf[t] for t in terms if not bm25.document_frequency(t))
+    # bm25s sums a repeated query token twice, so the ideal counts tokens, not distinct terms.
+    ideal = sum(idf[t] for t in tokens)
+    return QueryTerms(terms=terms, idf=idf, total=total, unknown=unknown / total if total else 0.0,
+                      bm25_ideal=ideal)
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """p = sigmoid(bias + sum(weight * feature)), features in the order of `names`."""
+
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+
+    def __call__(self, **features: float) -> float:
+        z = self.bias + sum(w * features[n] for n, w in zip(self.names, self.weights))
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+# Fitted by eval/calibrate.py on SQuAD dev (first 12 articles) and COVID-QA dev, each with every 6th
+# article held out (its questions unanswerable), the two sets weighted equally.
+PASSAGE_MODEL = Logistic(("sentence_cosine", "cosine", "bm25_share", "coverage", "unknown"),
+                         (6.434, 2.075, -2.335, 5.622, 0.599), -9.049)
+
+
+def answerable_features(passages, sentences: Sequence[dict]) -> dict[str, float]:
+    """Question-level evidence: the top passage's signals, the best lexical match among the passages,
+    and the cosine and coverage of the sentence with the most of both (model-free, so that the
+    abstention decision does not depend on the sentence model)."""
+    best_sentence = max(sentences, key=lambda f: f["cosine"] + f["coverage"], default={"cosine": 0.0, "coverage": 0.0})
+    top = passages[0].signals
+    return {"sentence_cosine": top["sentence_cosine"], "cosine": top["cosine"],
+            "bm25_share": max(p.signals["bm25_share"] for p in passages),
+            "coverage": max(p.signals["coverage"] for p in passages), "unknown": top["unknown"],
+            "best_cosine": best_sentence["cosine"], "best_coverage": best_sentence["coverage"],
+            "bm25_margin": top["bm25_margin"], "cosine_margin": top["cosine_margin"]}
+
+
+ANSWERABLE_MODEL = Logistic(("sentence_cosine", "cosine", "bm25_share", "coverage", "unknown", "best_cosine",
+                             "best_coverage", "bm25_margin", "cosine_margin"),
+                            (3.558, 2.806, 10.507, -4.555, -1.161, 0.888, 2.19, 6.606, 7.431), -7.665)
+SENTENCE_MODEL = Logistic(("cosine", "coverage", "passage", "unknown"), (4.807, 2.743, 0.833, -1.585), -6.461)
