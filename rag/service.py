@@ -37,6 +37,7 @@ class AskResult(BaseModel):
     fallback: Fallback | None = None
     segments: list[Segment] = Field(default_factory=list, description="The answer as quoted text with its "
                                     "citation ids; `answer` is rendered from them.")
+    usage: dict | None = Field(None, exclude=True)  # the LLM server's token counts (for the OpenAI endpoint)
 
 
 class SearchResult(BaseModel):
@@ -93,7 +94,7 @@ class Prepared:
         done = time.perf_counter()
         return AskResult(query=self.query, answer=answer.text, abstained=answer.abstained, generator=answer.generator,
                          citations=answer.citations, passages=self.passages, fallback=answer.fallback,
-                         segments=answer.segments,
+                         segments=answer.segments, usage=answer.usage,
                          timings_ms={"retrieve": round((self.retrieved - self.started) * 1000, 2),
                                      "generate": round((done - self.retrieved) * 1000, 2),
                                      "total": round((done - self.started) * 1000, 2)})

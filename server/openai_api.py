@@ -181,7 +181,8 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, *, collections: Collecti
             return {
                 "id": completion_id, "object": "chat.completion", "created": created, "model": model_name_out,
                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                "usage": usage_for(count_tokens, request.messages, result["passages"], content),
+                # The LLM server's own counts when it answered and reported them; else our tokenizer's.
+                "usage": answered.usage or usage_for(count_tokens, request.messages, result["passages"], content),
                 "citations": result["citations"],
                 "rag": _extension(result),
             }

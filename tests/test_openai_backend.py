@@ -5,7 +5,7 @@ import pytest
 
 from rag.errors import UpstreamError, UpstreamTimeoutError
 
-from support import check_answer_contract, markers
+from support import PESKOV_SENTENCE_START, check_answer_contract, markers
 
 QUESTION = "What did Peskov say?"
 ANSWERABLE = "What role has Keir Starmer said the UK is ready to play?"
@@ -33,9 +33,22 @@ def test_normal_answer_renumbers_markers_by_first_use(openai_pipeline, llm):
     passages = result.passages
     assert [c["chunk_id"] for c in body["citations"]] == [passages[1].chunk_id, passages[0].chunk_id]
     for c, p in zip(body["citations"], [passages[1], passages[0]]):
-        assert c["text"] == p.text and (c["start"], c["end"]) == (p.start, p.end)
+        # The quote is the passage's sentence(s) that support the claim, not the whole ~1000-char chunk.
+        assert p.start <= c["start"] < c["end"] <= p.end and c["text"] == p.text[c["start"] - p.start:c["end"] - p.start]
         assert c["document_id"] == p.document_id and c["source"] == p.source
     check_answer_contract(body, pipeline)
+
+
+def test_an_llm_citation_quotes_the_sentence_that_supports_the_claim(openai_pipeline, llm, seed_doc):
+    pipeline = openai_pipeline()
+    passages = pipeline.search(QUESTION, 5)
+    (peskov,) = [p for p in passages if "Dmitry Peskov" in p.text][:1]
+    label = passages.index(peskov) + 1
+    llm.reply = f"Peskov and Lavrov both expressed disapproval of the idea [S{label}]."
+    body = pipeline.ask(QUESTION, 5, generator="openai").model_dump(mode="json", exclude_none=True)
+    (c,) = body["citations"]
+    assert c["text"].startswith(PESKOV_SENTENCE_START) and len(c["text"]) < len(peskov.text) / 2
+    assert seed_doc.text[c["start"]:c["end"]] == c["text"]
 
 
 def test_stand_in_receives_the_passages_the_question_and_the_model(openai_pipeline, llm):

@@ -113,6 +113,21 @@ def test_background_prompts_go_to_the_llm_when_one_is_configured(make_seed_pipel
             "title": "What did Peskov say"}
 
 
+def test_usage_is_the_llm_servers_own_when_it_answered(make_seed_pipeline, serve_pipeline, llm):
+    pipeline = make_seed_pipeline(generator="openai", openai_base_url=llm.base_url, openai_model="stand-in")
+    with serve_pipeline(pipeline) as client:
+        r = client.post("/v1/chat/completions", json={
+            "model": "rag", "messages": [{"role": "user", "content": "What did Peskov say?"}]})
+        assert r.status_code == 200 and r.json()["rag"]["generator"] == "openai"
+        assert r.json()["usage"] == {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        llm.mode = "error"  # the extractive fallback answered: counted with our tokenizer instead
+        r = client.post("/v1/chat/completions", json={
+            "model": "rag", "messages": [{"role": "user", "content": "What did Peskov say?"}]})
+        usage = r.json()["usage"]
+        assert r.json()["rag"]["generator"] == "extractive" and usage["prompt_tokens"] > 0
+        assert usage != {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+
+
 def test_ordinary_questions_are_not_taken_for_tasks():
     for question in (PESKOV, "What is the task: generate a title for the plan?",
                      "### Notes\nWhat did Peskov say about the title of the plan?",

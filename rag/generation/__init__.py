@@ -56,6 +56,7 @@ class Answer(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     fallback: Fallback | None = None
     segments: list[Segment] = Field(default_factory=list)
+    usage: dict | None = None  # the LLM server's own token counts, when it reported them
 
     @classmethod
     def of(cls, segments: Sequence[Segment], *, generator: str, citations: Sequence[Citation] = (),

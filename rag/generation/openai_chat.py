@@ -21,12 +21,14 @@ from typing import AsyncIterator, Sequence
 import httpx
 
 from ..conversation import Turn
+from ..documents import page_of
 from ..errors import (UpstreamConnectError, UpstreamError, UpstreamPayloadError, UpstreamStatusError,
                       UpstreamTimeoutError)
 from ..index import Index
 from ..retrieval import Passage
 from . import Answer, Citation, abstain
 from .reply import LABEL_RE, ReplyParser
+from .quotes import supporting_span
 from .resilience import RETRYABLE_STATUS, CircuitBreaker, CircuitOpenError, retry_delay
 
 SYSTEM_PROMPT = (
@@ -73,29 +75,38 @@ def build_messages(question: str, passages: Sequence[Passage]) -> list[dict]:
     ]
 
 
-def finish_answer(parser: ReplyParser, raw: str, passages: Sequence[Passage], generator: str) -> Answer:
+def finish_answer(parser: ReplyParser, raw: str, passages: Sequence[Passage], generator: str,
+                  index: Index | None = None) -> Answer:
     """The final answer once the whole reply is known (`parser.finish()` called): citations for every
-    used passage, or an abstention when nothing was cited or the model said it does not know."""
+    used passage, each quoting the passage's sentences that support what cites it (with `index`), or an
+    abstention when nothing was cited or the model said it does not know."""
     if not parser.numbering or NO_ANSWER_RE.match(raw):
         return abstain(generator)
+    claims: dict[int, str] = {}
+    for seg in parser.segments:
+        for cid in seg.citations:
+            claims[cid] = claims.get(cid, "") + " " + seg.text
     citations = []
     for passage_no, cid in sorted(parser.numbering.items(), key=lambda kv: kv[1]):
         p = passages[passage_no - 1]
+        start, end = (p.start, p.end) if index is None else supporting_span(index, p, claims.get(cid, ""))
+        quote = p.text[start - p.start:end - p.start]
         citations.append(Citation(id=cid, chunk_id=p.chunk_id, document_id=p.document_id, source=p.source,
-                                  title=p.title, text=p.text, start=p.start, end=p.end, score=p.score,
-                                  page=p.page))
+                                  title=p.title, text=quote, start=start, end=end, score=p.score,
+                                  page=p.page if index is None else page_of(index.document(p.document_id), start)))
     segments = list(parser.segments)
     if segments:  # the streamed text was stripped at the start as well
         segments[0] = type(segments[0])(segments[0].text.lstrip(), segments[0].citations)
     return Answer.of(segments, generator=generator, citations=citations)
 
 
-def cite(reply: str, passages: Sequence[Passage], generator: str) -> Answer:
+def cite(reply: str, passages: Sequence[Passage], generator: str, index: Index | None = None) -> Answer:
     """Turn a reply citing `[Sn]` source labels into an answer with first-use-numbered citations."""
     parser = ReplyParser(len(passages))
     parser.feed(reply)
     parser.finish()
-    return finish_answer(parser, reply, passages, generator)
+    return finish_answer(parser, reply, passages, generator, index)
+
 
 
 class OpenAIChatGenerator:
@@ -128,13 +139,17 @@ class OpenAIChatGenerator:
 
     def complete(self, messages: list[dict]) -> str:
         """One chat completion, retried with backoff on connection errors, 429 and 5xx."""
+        return self.complete_with_usage(messages)[0]
+
+    def complete_with_usage(self, messages: list[dict]) -> tuple[str, dict | None]:
+        """The completion's text and the server's own `usage` (token counts), when it sent one."""
         self._before_call()
         try:
             return self._complete(messages)
         finally:
             self.breaker.abandon()  # no-op after an outcome was recorded; frees a cancelled trial
 
-    def _complete(self, messages: list[dict]) -> str:
+    def _complete(self, messages: list[dict]) -> tuple[str, dict | None]:
         for attempt in range(self.config.max_retries + 1):
             try:
                 response = self._client.post("/chat/completions", json=self._payload(messages, False))
@@ -150,12 +165,13 @@ class OpenAIChatGenerator:
             if response.status_code >= 400:
                 raise self._failed(self._status_error(response.status_code, response.text))
             try:
-                content = str(response.json()["choices"][0]["message"]["content"] or "")
+                body = response.json()
+                content = str(body["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 log.warning("LLM server sent an unexpected payload: %s", response.text[:500])
                 raise self._failed(UpstreamPayloadError("LLM server sent an unexpected payload")) from exc
             self.breaker.record_success()
-            return content
+            return content, _usage(body.get("usage"))
         raise AssertionError("unreachable")
 
     def _before_call(self) -> None:
@@ -175,7 +191,10 @@ class OpenAIChatGenerator:
                  query_vector=None) -> Answer:
         if not passages:
             return abstain(self.name)
-        return cite(self.complete(build_messages(question, passages)), passages, self.name)
+        reply, usage = self.complete_with_usage(build_messages(question, passages))
+        answer = cite(reply, passages, self.name, index)
+        answer.usage = usage
+        return answer
 
     def rewrite(self, question: str, history: Sequence[Turn]) -> str:
         """A standalone query for a follow-up, written by the LLM."""
@@ -204,7 +223,7 @@ class OpenAIChatGenerator:
         if rest:
             text.append(rest)
             yield rest
-        yield finish_answer(parser, "".join(raw), passages, self.name)
+        yield finish_answer(parser, "".join(raw), passages, self.name, index)
 
     async def _astream(self, payload: dict, parser: ReplyParser, raw: list[str],
                        text: list[str]) -> AsyncIterator[str]:
@@ -245,6 +264,14 @@ class OpenAIChatGenerator:
 
 
 _DONE = object()
+
+
+def _usage(raw) -> dict | None:
+    """The upstream's token counts, if it sent them in OpenAI's shape."""
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    if isinstance(raw, dict) and all(isinstance(raw.get(k), int) and raw[k] >= 0 for k in keys):
+        return {k: raw[k] for k in keys}
+    return None
 
 
 def _sse_delta(line: str):
