@@ -6,7 +6,10 @@
 # The server listens on 0.0.0.0 inside the container, so document writes (POST/PUT/DELETE /documents) and
 # the feedback export need RAG_API_KEYS: without keys they are refused with 403; questions work either way.
 # Everything the service writes (index, journal, feedback, the exported ONNX model) lives in the volume
-# /data (RAG_DATA_DIR): keep the volume and a new container serves the same documents.
+# /data (RAG_DATA_DIR): keep the volume and a new container serves the same documents. Requests are
+# answered for IP addresses and localhost; serving a host name (behind a proxy, say) needs
+# RAG_ALLOWED_HOSTS=that.name (other names get 421), and a proxy's X-Forwarded-For is believed only from
+# RAG_TRUSTED_PROXIES.
 FROM python:3.11-slim
 
 ENV HF_HUB_OFFLINE=1 \
@@ -24,17 +27,19 @@ WORKDIR /app
 # directories are empty stand-ins here (setuptools needs them); the CPU build of torch comes from the
 # PyTorch index (PyPI's default Linux wheel is the multi-GB CUDA build), as in the README's quick start.
 COPY pyproject.toml ./
-RUN mkdir -p rag server eval && touch README.md rag/__init__.py server/__init__.py eval/__init__.py \
+RUN mkdir -p rag server eval ragcli && touch README.md rag/__init__.py server/__init__.py eval/__init__.py \
+    ragcli/__init__.py \
  && pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install . \
  && pip uninstall -y rag-service \
- && rm -rf rag server eval README.md
+ && rm -rf rag server eval ragcli README.md
 
 # Then the code.
 COPY README.md ./
 COPY rag rag
 COPY server server
 COPY eval eval
+COPY ragcli ragcli
 COPY seeds seeds
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin rag \
