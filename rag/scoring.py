@@ -27,6 +27,7 @@ comparable between questions and corpora.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -47,8 +48,20 @@ class QueryTerms:
         return sum(self.idf[t] for t in self.terms.intersection(tokens)) / self.total
 
 
+# "How much", "how many", "how long" ...: the word after "how" shapes the question (it asks for a
+# quantity) and is not something the answer's sentence must contain. Left in, "much" (rare in
+# documents) weighed as the question's most specific term and made "How much is a croissant?" look
+# unanswerable against a menu reading "Croissant | 2.50 EUR".
+_HOW_WORD = re.compile(r"\bhow\s+(\w+)", re.IGNORECASE)
+# Likewise the verb of "What did X say / think / mean?": it asks for what was said, which the answer
+# quotes without the verb ("Peskov ... expressing disapproval").
+_ASKING_VERBS = " ".join(("say", "said", "says", "saying", "tell", "told", "think", "thought", "mean", "means",
+                          "meant", "claim", "claimed", "state", "stated", "argue", "argued", "suggest", "suggested"))
+
+
 def query_terms(question: str, bm25) -> QueryTerms:
-    tokens = tokenize([question])[0]
+    shape = set(tokenize([" ".join(_HOW_WORD.findall(question)) + " " + _ASKING_VERBS])[0])
+    tokens = [t for t in tokenize([question])[0] if t not in shape]
     terms = frozenset(tokens)
     idf = bm25.idf(terms)
     total = sum(idf.values())

@@ -26,6 +26,7 @@ SEEDS = REPO / "seeds"
 DEV_QA = next((p / "shared" / "data" / "seed_dev_qa.jsonl" for p in Path(__file__).resolve().parents[2:4]
                if (p / "shared" / "data" / "seed_dev_qa.jsonl").exists()),
               Path(__file__).resolve().parents[2] / "shared" / "data" / "seed_dev_qa.jsonl")
+SQUAD = DEV_QA.parent / "squad-v1.1-dev.json.gz"
 SEED_FILE = "000_3a5d4e61db94d030.txt"
 MARKER = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 LITERAL_BRACKET = re.compile(r"\[\s*\d[^\[\]\n]{0,60}\]")

@@ -81,8 +81,10 @@ def test_bench_on_seeds_reports_every_measurement(tmp_path, embedder, capsys):
         assert lat["n"] == REQUESTS and 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
     assert phases[("/ask", 1)]["server_reported_total_ms"]["p50"] > 0
 
-    # Every question was used once: floor (warm-up 3 + 2 x N), server (1 + 2 x 4 warm-up), 6 phases of N.
-    assert r["questions_used"] == 3 + 2 * REQUESTS + 9 + len(ENDPOINTS) * len(CLIENTS) * REQUESTS
+    # Every question was used once: floor (warm-up 3, then per thread count 3 + 2 x N), server (1 + 2 x 4
+    # warm-up), 6 phases of N.
+    assert r["questions_used"] == (3 + m["nproc"] * (3 + 2 * REQUESTS) + 9
+                                   + len(ENDPOINTS) * len(CLIENTS) * REQUESTS)
 
     rt = r["ratios"]
     for key in ("ingest_time_over_bare_encode", "ask_p50_1_client_over_floor_p50", "ask_rps_8_over_1",

@@ -81,4 +81,4 @@ def test_scores_mean_the_same_whatever_the_question(seed_pipeline):
     assert max(p.score for p in off) < 0.2
     assert on[0].score > 0.5 > max(p.score for p in off)
     answer = seed_pipeline.ask("What role has Keir Starmer said the UK is ready to play?")
-    assert not answer.answer.abstained and 0.2 < answer.answer.citations[0].score <= 1.0
+    assert not answer.abstained and 0.2 < answer.citations[0].score <= 1.0
