@@ -120,6 +120,21 @@ class BM25Index:
         n = max(self.size, 1)
         return {t: float(np.log(1.0 + (n - (df := self._text_df.get(t, 0)) + 0.5) / (df + 0.5))) for t in terms}
 
+    def scored_idf(self, terms) -> dict[str, float]:
+        """Inverse document frequency as the BM25 scores use it: over what was indexed, titles
+        included. Comparing a score with an ideal one needs the same IDF on both sides: with every
+        chunk of a one-document corpus carrying its title, title words score near zero."""
+        n = max(self.size, 1)
+        if self._model is None:
+            return {t: 0.0 for t in terms}
+        vocab, indptr = self._model.vocab_dict, self._model.scores["indptr"]
+        out = {}
+        for t in terms:
+            tid = vocab.get(t)
+            df = int(indptr[tid + 1] - indptr[tid]) if tid is not None else 0
+            out[t] = float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
+        return out
+
     def document_frequency(self, term: str) -> int:
         """Chunks whose text (titles aside) contains the (already tokenized) term."""
         return self._text_df.get(term, 0)

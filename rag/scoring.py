@@ -66,8 +66,10 @@ def query_terms(question: str, bm25) -> QueryTerms:
     idf = bm25.idf(terms)
     total = sum(idf.values())
     unknown = sum(idf[t] for t in terms if not bm25.document_frequency(t))
-    # bm25s sums a repeated query token twice, so the ideal counts tokens, not distinct terms.
-    ideal = sum(idf[t] for t in tokens)
+    # bm25s sums a repeated query token twice, so the ideal counts tokens, not distinct terms; its IDF
+    # is the one the scores were computed with (titles included), or shares would not compare.
+    scored = bm25.scored_idf(terms)
+    ideal = sum(scored[t] for t in tokens)
     return QueryTerms(terms=terms, idf=idf, total=total, unknown=unknown / total if total else 0.0,
                       bm25_ideal=ideal)
 

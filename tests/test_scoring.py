@@ -82,3 +82,12 @@ def test_scores_mean_the_same_whatever_the_question(seed_pipeline):
     assert on[0].score > 0.5 > max(p.score for p in off)
     answer = seed_pipeline.ask("What role has Keir Starmer said the UK is ready to play?")
     assert not answer.abstained and 0.2 < answer.citations[0].score <= 1.0
+
+
+def test_natural_questions_about_the_seed_are_answered(seed_pipeline):
+    """On a one-document corpus every chunk carries the title, so title words score near zero in BM25;
+    the BM25 share compares the score with an ideal computed with the same IDF, so they are answered."""
+    for question in ("What is the Anglo-French peacekeeping plan?", "Who is Dmitry Peskov?",
+                     "What does Russia think of the plan?"):
+        result = seed_pipeline.ask(question)
+        assert not result.abstained, question
