@@ -161,6 +161,9 @@ class SentenceTransformerEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads > 0 else available_cpus()
         options.inter_op_num_threads = 1
+        # No busy-waiting between runs: spinning pool threads took the cores the server's event loop
+        # and request threads need (a question over HTTP embedded in twice its in-process time).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
         onnx_path = self._exported(path)
         if self.backend == "onnx-int8":
