@@ -82,9 +82,9 @@ class Collections:
         self._pipelines: dict[str, Pipeline] = {}
         self._owned: set[str] = set()
         self._embedders: dict[str, Embedder] = {settings.embed_model: embedder} if embedder is not None else {}
-        if default is not None:
+        self._default = default
+        if default is not None:  # its embedder is shared when a collection opens (not now: no model load here)
             self._pipelines[DEFAULT] = default
-            self._embedders.setdefault(settings.embed_model, default.embedder)
 
     # -- the registry ----------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -179,6 +179,8 @@ class Collections:
                 return pipeline
             settings = self.settings_for(name)
             embedder = self._embedders.get(settings.embed_model)
+            if embedder is None and self._default is not None and settings.embed_model == self.settings.embed_model:
+                embedder = self._embedders[settings.embed_model] = self._default.embedder
             if embedder is None:  # one model in memory per embedding model, whatever the collections
                 embedder = self._embedders[settings.embed_model] = components.make_embedder(settings)
             pipeline = Pipeline(settings, embedder=embedder)

@@ -72,3 +72,12 @@ def test_a_new_process_sees_the_collections_on_disk(collections, tmp_path):
         assert [d.id for d in again.pipeline("alpha").index.documents] == ["x"]
     finally:
         again.close()
+
+
+def test_making_the_registry_loads_no_model(tmp_path):
+    """The app makes a registry at creation: that must not load the default pipeline's model."""
+    from rag.pipeline import Pipeline
+
+    default = Pipeline(Settings(data_dir=tmp_path / "data", seed_dir=SEEDS))
+    Collections(default.settings, default=default)
+    assert default._embedder is None
