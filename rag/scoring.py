@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 from .lexical import tokenize
@@ -59,8 +60,14 @@ _ASKING_VERBS = " ".join(("say", "said", "says", "saying", "tell", "told", "thin
                           "meant", "claim", "claimed", "state", "stated", "argue", "argued", "suggest", "suggested"))
 
 
+@lru_cache(maxsize=1)
+def _asking_stems() -> frozenset[str]:
+    return frozenset(tokenize([_ASKING_VERBS])[0])  # stemmed once, not on every question
+
+
 def query_terms(question: str, bm25) -> QueryTerms:
-    shape = set(tokenize([" ".join(_HOW_WORD.findall(question)) + " " + _ASKING_VERBS])[0])
+    how = _HOW_WORD.findall(question)
+    shape = _asking_stems() | (set(tokenize([" ".join(how)])[0]) if how else set())
     tokens = [t for t in tokenize([question])[0] if t not in shape]
     terms = frozenset(tokens)
     idf = bm25.idf(terms)
