@@ -69,6 +69,14 @@ def _plan(documents: Sequence[Document], chunking: ChunkingConfig, reuse: Index 
     return plan
 
 
+def texts_to_embed(documents: Sequence[Document], config: IndexConfig) -> tuple[list[str], list[str]]:
+    """The chunk texts and sentence texts `build_index` embeds for `documents` (in its order), so
+    that they can be embedded elsewhere (another machine) and handed back through an embedder that
+    looks them up."""
+    plan = _plan(documents, ChunkingConfig(config.chunk_size, config.chunk_overlap), None)
+    return [t for _, t in plan.new_chunks], [t for _, t in plan.new_sentences]
+
+
 EMBED_BATCH = 1024  # texts per encode call at ingest: large enough that the model's own batching dominates
 
 
