@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, settings) -> int:
 
     pipeline = None if args.url else _pipeline_for(dataset, args, settings)
     documents = {d.id: d.text for d in dataset.corpus} if dataset.corpus else (
-        {d.id: d.text for d in pipeline.index.documents} if pipeline else None)
+        {d.id: d.text for d in pipeline.index.live_documents()} if pipeline else None)
 
     judge = _judge_for(args, pipeline, settings)
     has_gold = any(i.gold_documents for i in items)

@@ -107,8 +107,13 @@ class Settings(BaseSettings):
 
     max_queued_writes: int = Field(8, ge=0, le=1000, description="Document writes that may wait for the writer "
                                                                  "lock; more get 503 at once (reads never wait).")
-    snapshot_every: int = Field(100, ge=1, description="Write a snapshot (and empty the journal) after this many "
-                                                        "document changes through the API.")
+    snapshot_every: int = Field(100, ge=1, description="Flush the in-memory segment (write it and a manifest, "
+                                                        "and empty the journal) after this many document changes "
+                                                        "through the API.")
+    flush_seconds: float = Field(30.0, gt=0, le=86400, description="... or once its oldest change is this old.")
+    merge_factor: int = Field(10, ge=2, le=1000, description="Segments of about the same size merged together "
+                                                             "once there are this many (tiered merge policy).")
+    background_merge: bool = Field(True, description="Merge segments and flush by age in a background thread.")
 
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False,

@@ -119,6 +119,26 @@ class Index:
         row = self.doc_row.get(doc_id)
         return None if row is None else self.documents[row]
 
+    def live_documents(self) -> list:
+        return list(self.documents)
+
+    @property
+    def document_count(self) -> int:
+        return len(self.documents)
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunk_doc_row)
+
+    def allowed(self, filters) -> np.ndarray | None:
+        """The chunk rows a search may return (None: every row)."""
+        return filters.mask(self) if filters is not None else None
+
+    def dense_search(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        from .vectors import search
+
+        return search(self.vectors, q, k, mask)
+
     def chunk_vectors(self) -> np.ndarray:
         n = len(self.chunk_doc_row)
         if n == 0:

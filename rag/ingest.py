@@ -1,4 +1,4 @@
-"""Bulk ingest: bring the index in line with files (or a list of documents) and write a snapshot."""
+"""Bulk ingest: bring the index in line with files (or a list of documents), writing new segments."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +9,8 @@ from .documents import (Document, SkippedFile, fetch_options_for, is_url, limits
                         same_document)
 from .embedding import batch_threads
 from .errors import IndexCorruptError, IndexMismatchError
+from .segments import Segment, SegmentedIndex
+from .snapshot import load_segment, write_segment
 from .store import IndexStore
 
 
@@ -36,9 +38,15 @@ def _under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
+# Characters of documents per segment written by a bulk ingest: ~70k chunks, whose vectors and
+# postings take a few hundred MB while the segment is built.
+SEGMENT_CHARS = 50_000_000
+
+
 class Ingestor:
-    def __init__(self, store: IndexStore):
+    def __init__(self, store: IndexStore, *, merge: bool = True):
         self.store = store
+        self.merge = merge  # run the merges the policy asks for after an ingest
 
     def ingest(self, paths: Iterable[str | Path], *, rebuild: bool = False,
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
@@ -68,42 +76,110 @@ class Ingestor:
                          rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
                          replace_all: bool = False,
                          remove_if: Callable[[Document], bool] | None = None) -> IngestReport:
-        """Bulk add or replace documents by id and write a new snapshot; unchanged documents keep
-        their vectors (no embedding). With `replace_all` the index holds exactly `documents`."""
+        """Bulk add or replace documents by id. Unchanged documents stay where they are (no
+        embedding); new and changed ones are embedded into new segments written one at a time
+        (memory stays bounded by a segment, not the corpus); replaced and removed ones are marked
+        deleted. With `replace_all` the index holds exactly `documents`; `rebuild` re-embeds everything."""
         store = self.store
         report = IngestReport(skipped=list(skipped or []))
         config = store.builder.config
         with store.exclusive():
-            stored_docs: list = []
             try:
                 previous = store.stored()
-                stored_docs = list(previous.documents) if previous is not None else []
             except (IndexCorruptError, IndexMismatchError) as exc:  # damaged, or an older format
                 if not rebuild:
                     raise
                 previous = None
-                stored_docs = store.salvage_documents()
+                salvaged = store.salvage_documents()
                 report.rebuilt = f"the stored index could not be used ({exc}); rebuilt from its stored documents"
             if previous is not None and previous.config != config:
                 report.rebuilt = "; ".join(config.differences(previous.config))
-            merged: dict[str, Document] = {} if replace_all else {d.id: d for d in stored_docs}
+                rebuild = True
+            stored_docs = previous.live_documents() if previous is not None else salvaged if rebuild else []
+            if previous is not None and previous.damaged and rebuild:
+                recovered, lost = store.maintenance.damaged_documents(previous)
+                stored_docs = [*stored_docs, *recovered]
+                report.rebuilt = (f"{len(previous.damaged)} damaged segment(s) could not be used; rebuilt from the "
+                                  "stored documents" + (f" (the documents of {', '.join(lost)} are lost with their "
+                                                        "file)" if lost else ""))
+            wanted: dict[str, Document] = {} if replace_all else {d.id: d for d in stored_docs}
             if remove_if is not None:
                 for doc in stored_docs:
-                    if remove_if(doc) and merged.pop(doc.id, None) is not None:
+                    if remove_if(doc) and wanted.pop(doc.id, None) is not None:
                         report.removed.append(doc.source)
+            changed: dict[str, Document] = {}
             for doc in documents:
                 old = previous.document(doc.id) if previous is not None else None
                 if old is None:
                     report.added += 1
                 elif same_document(old, doc) and not rebuild:
                     report.unchanged += 1
+                    wanted[doc.id] = old
+                    continue
                 else:
                     report.updated += 1
-                merged[doc.id] = doc
+                wanted[doc.id] = changed[doc.id] = doc
             seq = max(previous.journal_seq if previous else 0, store.journal.last_seq())
+            if rebuild or previous is None:
+                kept, to_build = [], list(wanted.values())
+            else:
+                kept = self._without(previous, [d.id for d in stored_docs if d.id not in wanted or d.id in changed])
+                to_build = list(changed.values())
             with batch_threads():
-                index = store.builder(list(merged.values()), None if rebuild else previous, journal_seq=seq,
-                                      progress=progress)
+                new = self._write_segments(to_build, seq, progress)
+            view = SegmentedIndex(config, (), seq) if previous is None or rebuild else previous
+            index = view.replaced([*kept, *new], journal_seq=seq)
             store.replace(index)
-        report.documents, report.chunks = len(index.documents), len(index.chunks)
+        if self.merge:
+            store.maintenance.merge_pending()
+            index = store.current
+        report.documents, report.chunks = index.document_count, index.chunk_count
         return report
+
+    @staticmethod
+    def _without(view: SegmentedIndex, ids: list[str]) -> list[Segment]:
+        """`view`'s segments with the documents `ids` marked deleted."""
+        dead: dict[int, list[int]] = {}
+        for doc_id in ids:
+            found = view.find(doc_id)
+            if found is not None:
+                dead.setdefault(found[0], []).append(found[1])
+        return [s.without(dead[i]) if i in dead else s for i, s in enumerate(view.segments)]
+
+    def _write_segments(self, documents: list[Document], seq: int,
+                        progress: Callable[[int, int], None] | None) -> list[Segment]:
+        """Embed `documents` into segments of about `SEGMENT_CHARS` characters each, writing each
+        to disk (and letting go of it) before the next is built."""
+        store = self.store
+        segments: list[Segment] = []
+        total_chars = sum(len(d.text) for d in documents) or 1
+        done_texts = 0
+        batch: list[Document] = []
+        chars = seen = 0
+
+        def flush_batch() -> None:
+            nonlocal done_texts
+            base = done_texts
+
+            def step(done: int, total: int) -> None:
+                # Texts so far, of an estimate from the characters still to come at this batch's rate.
+                rate = (base + total) / max(seen, 1)
+                if progress:
+                    progress(base + done, base + total + int(rate * (total_chars - seen)))
+            index = store.builder(batch, None, journal_seq=seq, progress=step)
+            done_texts += len(index.chunk_doc_row) + len(index.sentences)
+            name = write_segment(index, store.root)
+            segments.append(Segment(load_segment(store.root / name, index.config,
+                                                 policy=store.settings.vector_policy), name=name))
+            batch.clear()
+
+        for doc in documents:
+            batch.append(doc)
+            chars += len(doc.text)
+            seen += len(doc.text)
+            if chars >= SEGMENT_CHARS:
+                flush_batch()
+                chars = 0
+        if batch:
+            flush_batch()
+        return segments

@@ -1,13 +1,22 @@
-"""BM25 over chunks with bm25s (English stop words, Snowball stemming)."""
+"""BM25 over chunks (English stop words, Snowball stemming), in postings that keep term frequencies.
+
+bm25s stores each posting's final score, computed with its own corpus' IDF and average length; an
+index made of segments needs scores as if it were one index (global document frequencies, chunk
+count and average length over the live chunks of every segment), and so does a cluster of shards.
+So a segment stores term frequencies (CSC: per term, the chunk rows and counts) and chunk lengths,
+and a query is scored with `CorpusStats` summed over the parts it searches. The formula is bm25s's
+"lucene" variant (Kamphuis et al. 2020); tests check the scores against bm25s's on one segment.
+"""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
-from collections import Counter
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -59,110 +68,263 @@ def tokenize_cached(texts: Sequence[str]) -> list[tuple[str, ...]]:
     return [_text_tokens(t) for t in texts]
 
 
-class BM25Index:
-    """Scores every chunk for a query; rows line up with the chunk store."""
+K1, B = 0.9, 0.4  # Anserini's defaults: beat 1.5/0.75 and 1.2/0.75 on SQuAD
+EMPTY = "\u2205"  # the token of a chunk without any: every chunk has a length of at least 1
 
-    def __init__(self, model, size: int, text_df: dict[str, int], postings: tuple | None = None):
-        self._model = model
-        self.size = size
-        self._text_df = text_df  # document frequency over chunk text alone (no titles)
-        # (scores, chunk rows) per term, CSC-ordered: the model's arrays, or the stored files read
-        # on demand (see npyfile.py) when loaded.
-        self._postings = postings or ((model.scores["data"], model.scores["indices"]) if model else None)
+
+def _idf(chunks: int, df: int) -> float:
+    return math.log(1.0 + (chunks - df + 0.5) / (df + 0.5))
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """What scoring one query needs to know about the whole corpus: how many live chunks, their
+    total length, and per query term how many live chunks hold it (titles included: `df`) and
+    hold it in their text (titles aside: `text_df`). The stats of disjoint parts add up, so the
+    segments of an index, or the shards of a cluster, score as one index would."""
+
+    chunks: int = 0
+    length: float = 0.0
+    df: Mapping[str, int] = field(default_factory=dict)
+    text_df: Mapping[str, int] = field(default_factory=dict)
+
+    def __add__(self, other: "CorpusStats") -> "CorpusStats":
+        return CorpusStats(self.chunks + other.chunks, self.length + other.length,
+                           {t: self.df.get(t, 0) + other.df.get(t, 0) for t in self.df.keys() | other.df.keys()},
+                           {t: self.text_df.get(t, 0) + other.text_df.get(t, 0)
+                            for t in self.text_df.keys() | other.text_df.keys()})
+
+    @property
+    def average_length(self) -> float:
+        return self.length / self.chunks if self.chunks else 1.0
+
+
+class BM25Index:
+    """One segment's postings: for each term (CSC order) the chunk rows that hold it, how often
+    (title and text) and whether in the text; and each chunk's length in tokens. Immutable; deleted
+    chunks are masked by the caller (`live`)."""
+
+    def __init__(self, vocab: dict[str, int], indptr: np.ndarray, rows, tf, in_text, lengths: np.ndarray,
+                 text_df: np.ndarray):
+        self.vocab = vocab
+        self.indptr = indptr  # int64 (terms + 1)
+        self.rows = rows  # int32 (postings): array, or NpyFile read on demand when loaded
+        self.tf = tf  # float32 (postings)
+        self.in_text = in_text  # bool (postings): the term is in the chunk's text, not only its title
+        self.lengths = lengths  # float32 (chunks)
+        self.text_df = text_df  # int32 (terms): chunks holding the term in their text
+        self.size = len(lengths)
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def build(cls, texts: Sequence[str], titles: Sequence[str] | None = None) -> "BM25Index":
+        """Index `texts`, each with its title's words in front when `titles` is given (a title field
+        helped on SQuAD)."""
+        text_tokens = tokenize(texts)
+        title_tokens = dict(zip(set(titles), tokenize(list(set(titles))))) if titles is not None else {}
+        vocab: dict[str, int] = {}
+        full_ids: list[int] = []
+        full_rows: list[int] = []
+        text_keys: list[int] = []
+        text_rows: list[int] = []
+        lengths = np.zeros(len(text_tokens), dtype=np.float32)
+        for row, toks in enumerate(text_tokens):
+            ids = [vocab.setdefault(t, len(vocab)) for t in toks]
+            text_keys.extend(ids)
+            text_rows.extend([row] * len(ids))
+            full = [vocab.setdefault(t, len(vocab)) for t in title_tokens.get(titles[row], ())] + ids \
+                if titles is not None else ids
+            if not full:
+                full = [vocab.setdefault(EMPTY, len(vocab))]
+            lengths[row] = len(full)
+            full_ids.extend(full)
+            full_rows.extend([row] * len(full))
+        n = max(len(text_tokens), 1)
+        keys = np.asarray(full_ids, dtype=np.int64) * n + np.asarray(full_rows, dtype=np.int64)
+        in_text_keys = np.unique(np.asarray(text_keys, dtype=np.int64) * n + np.asarray(text_rows, dtype=np.int64))
+        return cls._from_keys(vocab, keys, in_text_keys, n, lengths)
 
     @classmethod
-    def build(cls, texts: Sequence[str], titles: Sequence[str] | None = None, *, k1: float = 0.9, b: float = 0.4,
-              method: str = "lucene") -> "BM25Index":
-        """Index `texts`, each with its title's words in front when `titles` is given (a title field
-        helped on SQuAD). k1=0.9, b=0.4 (Anserini's defaults) beat 1.5/0.75 and 1.2/0.75 there."""
-        import bm25s
+    def _from_keys(cls, vocab: dict[str, int], keys: np.ndarray, in_text_keys: np.ndarray, n: int,
+                   lengths: np.ndarray, tf: np.ndarray | None = None) -> "BM25Index":
+        """Postings from (term * n + row) keys, one per token (or per posting with `tf`)."""
+        if tf is None:
+            unique, counts = np.unique(keys, return_counts=True)
+            tf = counts.astype(np.float32)
+        else:
+            order = np.argsort(keys, kind="stable")
+            unique, tf = keys[order], tf[order]
+        terms, rows = np.divmod(unique, n)
+        indptr = np.searchsorted(terms, np.arange(len(vocab) + 1)).astype(np.int64)
+        in_text = np.isin(unique, in_text_keys, assume_unique=True)
+        text_df = np.bincount(terms[in_text], minlength=len(vocab))
+        return cls(vocab, indptr, rows.astype(np.int32), tf.astype(np.float32), in_text, lengths,
+                   text_df.astype(np.int32))
 
-        model = bm25s.BM25(k1=k1, b=b, method=method)
-        tokens = tokenize(texts)
-        text_df = Counter(t for toks in tokens for t in set(toks))
-        if titles is not None:
-            title_tokens = dict(zip(set(titles), tokenize(list(set(titles)))))
-            tokens = [title_tokens[title] + toks for title, toks in zip(titles, tokens)]
-        # bm25s cannot index an empty corpus or a corpus without any token; keep a placeholder token.
-        tokens = [t if t else ["\u2205"] for t in tokens]
-        if not tokens:  # an empty corpus is a normal state (the last document was deleted)
-            return cls(None, 0, {})
-        model.index(tokens, show_progress=False)
-        return cls(model, len(tokens), dict(text_df))
+    @classmethod
+    def merged(cls, parts: Sequence[tuple["BM25Index", np.ndarray]]) -> "BM25Index":
+        """One segment's postings from the given rows of others (in that order), without tokenizing
+        again: term ids are mapped onto a common vocabulary and rows renumbered."""
+        vocab: dict[str, int] = {}
+        keys, tfs, text_keys, lengths = [], [], [], []
+        total = sum(len(rows) for _, rows in parts)
+        n = max(total, 1)
+        offset = 0
+        for part, keep in parts:
+            keep = np.asarray(keep, dtype=np.int64)
+            new_row = np.full(part.size, -1, dtype=np.int64)
+            new_row[keep] = offset + np.arange(len(keep))
+            term_map = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part.terms()), dtype=np.int64,
+                                   count=len(part.vocab))
+            rows = np.asarray(part.rows[:], dtype=np.int64)
+            term_of = np.repeat(np.arange(len(part.vocab)), np.diff(part.indptr))
+            kept = new_row[rows] >= 0
+            k = term_map[term_of[kept]] * n + new_row[rows[kept]]
+            keys.append(k)
+            tfs.append(np.asarray(part.tf[:], dtype=np.float32)[kept])
+            text_keys.append(k[np.asarray(part.in_text[:], dtype=bool)[kept]])
+            lengths.append(part.lengths[keep])
+            offset += len(keep)
+        keys_all = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        return cls._from_keys(vocab, keys_all, np.sort(np.concatenate(text_keys)) if text_keys else keys_all, n,
+                              np.concatenate(lengths) if lengths else np.zeros(0, np.float32),
+                              tf=np.concatenate(tfs) if tfs else np.zeros(0, np.float32))
 
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every chunk for `query` (zeros when the query has no indexable word)."""
-        if self.size == 0:
-            return np.zeros(0, dtype=np.float32)
-        tokens = tokenize([query])[0]
-        if not tokens:
-            return np.zeros(self.size, dtype=np.float32)
-        return self._sum_postings(self._model.get_tokens_ids(tokens))
-
-    def _sum_postings(self, token_ids: list[int]) -> np.ndarray:
-        """What bm25s's get_scores computes, a sum of precomputed per-term scores, by fancy-index
-        addition: a term lists each chunk once, so no np.add.at is needed (its unbuffered addition
-        made a query over a million chunks several times slower). A repeated query term counts
-        twice, as in bm25s."""
-        data, indices = self._postings
-        indptr = self._model.scores["indptr"]
-        out = np.zeros(self.size, dtype=np.float32)
-        for t in token_ids:
-            a, b = int(indptr[t]), int(indptr[t + 1])
-            out[indices[a:b]] += data[a:b]
-        if self._model.nonoccurrence_array is not None:  # BM25L/BM25+ (not the default lucene)
-            out += self._model.nonoccurrence_array[token_ids].sum()
+    def terms(self) -> list[str]:
+        """The vocabulary in term-id order."""
+        out = [""] * len(self.vocab)
+        for t, i in self.vocab.items():
+            out[i] = t
         return out
+
+    # -- one part of a query ---------------------------------------------------------------
+    def part_stats(self, terms: Sequence[str], live: np.ndarray | None) -> CorpusStats:
+        df, text_df = {}, {}
+        for t in set(terms):
+            tid = self.vocab.get(t)
+            if tid is None:
+                df[t] = text_df[t] = 0
+                continue
+            a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
+            if live is None:
+                df[t], text_df[t] = b - a, int(self.text_df[tid])
+            else:
+                alive = live[np.asarray(self.rows[a:b])]
+                df[t] = int(np.count_nonzero(alive))
+                text_df[t] = int(np.count_nonzero(alive & np.asarray(self.in_text[a:b])))
+        if live is None:
+            return CorpusStats(self.size, float(self.lengths.sum(dtype=np.float64)), df, text_df)
+        return CorpusStats(int(np.count_nonzero(live)), float(self.lengths[live].sum(dtype=np.float64)), df, text_df)
+
+    def part_scores(self, tokens: Sequence[str], stats: CorpusStats, out: np.ndarray) -> None:
+        """Add each query token's BM25 contribution to `out` (this segment's rows). A repeated
+        token counts twice, as in bm25s. Rows of deleted chunks are the caller's to mask."""
+        if not self.size:
+            return
+        norm_a = np.float32(K1 * (1.0 - B))
+        norm_b = np.float32(K1 * B / stats.average_length)
+        for t in tokens:
+            tid = self.vocab.get(t)
+            if tid is None:
+                continue
+            a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
+            rows = np.asarray(self.rows[a:b])
+            tf = np.asarray(self.tf[a:b])
+            idf = np.float32(_idf(stats.chunks, stats.df.get(t, 0)))
+            out[rows] += idf * tf / (norm_a + norm_b * self.lengths[rows] + tf)
+
+    # -- the reader API on this segment alone ------------------------------------------------
+    def view(self) -> "BM25View":
+        return BM25View([(self, None)])
+
+    def scores(self, query: str, stats: CorpusStats | None = None) -> np.ndarray:
+        return self.view().scores(query, stats)
+
+    def stats(self, query: str) -> CorpusStats:
+        return self.view().stats(query)
 
     def idf(self, terms) -> dict[str, float]:
-        """Inverse document frequency of each (already tokenized) term over chunk text without titles
-        (a title repeated in every chunk of a document would make its words look common)."""
-        n = max(self.size, 1)
-        return {t: float(np.log(1.0 + (n - (df := self._text_df.get(t, 0)) + 0.5) / (df + 0.5))) for t in terms}
+        return self.view().idf(terms)
 
     def scored_idf(self, terms) -> dict[str, float]:
-        """Inverse document frequency as the BM25 scores use it: over what was indexed, titles
-        included. Comparing a score with an ideal one needs the same IDF on both sides: with every
-        chunk of a one-document corpus carrying its title, title words score near zero."""
-        n = max(self.size, 1)
-        if self._model is None:
-            return {t: 0.0 for t in terms}
-        vocab, indptr = self._model.vocab_dict, self._model.scores["indptr"]
-        out = {}
-        for t in terms:
-            tid = vocab.get(t)
-            df = int(indptr[tid + 1] - indptr[tid]) if tid is not None else 0
-            out[t] = float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
-        return out
+        return self.view().scored_idf(terms)
 
     def document_frequency(self, term: str) -> int:
-        """Chunks whose text (titles aside) contains the (already tokenized) term."""
-        return self._text_df.get(term, 0)
+        return self.view().document_frequency(term)
 
+    # -- storage ---------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        if self.size:
-            self._model.save(str(directory), show_progress=False)
-        (directory / "size.txt").write_text(str(self.size))
-        (directory / "text_df.json").write_text(json.dumps(self._text_df, ensure_ascii=False))
+        (directory / "terms.json").write_text(json.dumps(self.terms(), ensure_ascii=False))
+        for name in ("indptr", "rows", "tf", "in_text", "lengths", "text_df"):
+            np.save(directory / f"{name}.npy", np.asarray(getattr(self, name)))
 
     @classmethod
     def load(cls, directory: Path) -> "BM25Index":
-        import bm25s
+        from .errors import IndexCorruptError
+        from .npyfile import NpyFile
 
-        size = int((directory / "size.txt").read_text())
-        # Memory-mapped (bm25s's own arrays are never read at query time: postings are read on demand
-        # from the same files, which at a million chunks hold ~550 MB of which a query reads a few lists).
-        model = bm25s.BM25.load(str(directory), mmap=True, show_progress=False) if size else None
-        postings = None
-        if model is not None:
-            from .npyfile import NpyFile
+        terms = json.loads((directory / "terms.json").read_text(encoding="utf-8"))
+        indptr = np.load(directory / "indptr.npy")
+        lengths = np.load(directory / "lengths.npy")
+        text_df = np.load(directory / "text_df.npy")
+        # Postings are read on demand (a query reads a few lists; at a million chunks they are ~0.5 GB).
+        rows, tf, in_text = (NpyFile(directory / f"{n}.npy") for n in ("rows", "tf", "in_text"))
+        if len(indptr) != len(terms) + 1 or int(indptr[-1]) != len(rows) or len(tf) != len(rows) \
+                or len(in_text) != len(rows) or len(text_df) != len(terms):
+            raise IndexCorruptError(f"BM25 postings at {directory} disagree on their sizes")
+        return cls({t: i for i, t in enumerate(terms)}, indptr, rows, tf, in_text, lengths, text_df)
 
-            postings = (NpyFile(directory / "data.csc.index.npy"), NpyFile(directory / "indices.csc.index.npy"))
-            indexed = int(model.scores["num_docs"])
-            if indexed != size:
-                from .errors import IndexCorruptError
 
-                raise IndexCorruptError(f"BM25 index holds {indexed} chunks but its size file says {size}")
-        text_df = json.loads((directory / "text_df.json").read_text(encoding="utf-8"))
-        return cls(model, size, text_df, postings)
+class BM25View:
+    """BM25 over several segments' postings as one index: global statistics over live chunks,
+    scores in one row space (segment after segment), deleted chunks scoring 0."""
+
+    def __init__(self, parts: Sequence[tuple[BM25Index, np.ndarray | None]]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [p.size for p, _ in self.parts])
+        self.rows = int(self.offsets[-1])
+        self.size = sum(p.size if live is None else int(np.count_nonzero(live)) for p, live in self.parts)
+
+    def stats(self, query: str) -> CorpusStats:
+        return self._stats(tokenize([query])[0])
+
+    def _stats(self, terms: Sequence[str]) -> CorpusStats:
+        total = CorpusStats()
+        for part, live in self.parts:
+            total = total + part.part_stats(terms, live)
+        return total
+
+    def scores(self, query: str, stats: CorpusStats | None = None) -> np.ndarray:
+        """BM25 score of every chunk row for `query` (zeros when the query has no indexable word).
+        `stats` are the whole corpus' when these segments are only part of it (a shard)."""
+        out = np.zeros(self.rows, dtype=np.float32)
+        tokens = tokenize([query])[0]
+        if not tokens or not self.rows:
+            return out
+        stats = stats if stats is not None else self._stats(tokens)
+        for (part, live), start in zip(self.parts, self.offsets[:-1].tolist()):
+            view = out[start:start + part.size]
+            part.part_scores(tokens, stats, view)
+            if live is not None:
+                view[~live] = 0.0
+        return out
+
+    def idf(self, terms) -> dict[str, float]:
+        """Inverse document frequency over chunk text without titles (a title repeated in every
+        chunk of a document would make its words look common)."""
+        stats = self._stats(list(terms))
+        n = max(stats.chunks, 1)
+        return {t: _idf(n, stats.text_df.get(t, 0)) for t in terms}
+
+    def scored_idf(self, terms) -> dict[str, float]:
+        """Inverse document frequency as the scores use it (titles included): comparing a score with
+        an ideal one needs the same IDF on both sides."""
+        stats = self._stats(list(terms))
+        if not stats.chunks:
+            return {t: 0.0 for t in terms}
+        return {t: _idf(stats.chunks, stats.df.get(t, 0)) for t in terms}
+
+    def document_frequency(self, term: str) -> int:
+        """Live chunks whose text (titles aside) contains the (already tokenized) term."""
+        return self._stats([term]).text_df.get(term, 0)

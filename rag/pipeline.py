@@ -48,6 +48,8 @@ class Pipeline:
     def close(self) -> None:
         """Release what this pipeline made: generators' connections and, if it loaded it, the model."""
         with self._lock:
+            if self._store is not None:
+                self._store.close()  # stops its maintenance thread
             if self._service is not None:
                 self._service.generators.close()
                 self._service = None

@@ -13,7 +13,6 @@ from .filters import Filter
 from .index import Index
 from .lexical import tokenize_cached
 from .scoring import PASSAGE_MODEL, query_terms
-from .vectors import search as vector_search
 
 
 # Filters live in rag.filters; `Filters` is kept as the name the pipeline imports.
@@ -83,7 +82,7 @@ class Retriever:
         n = len(index.chunks)
         if n == 0:
             return []
-        mask = filters.mask(index) if filters else None
+        mask = index.allowed(filters)  # live rows passing the filters (None: all)
         if mask is not None and not mask.any():
             return []
         k = min(max(self.candidates, top_k), n)
@@ -151,7 +150,7 @@ class Retriever:
                 for r, s, t in zip(rows, sentence_cos.tolist(), tokens)]
 
     def _dense(self, index: Index, q: np.ndarray, k: int, mask: np.ndarray | None) -> dict[int, float]:
-        scores, rows = vector_search(index.vectors, q, k, mask)
+        scores, rows = index.dense_search(q, k, mask)
         return {int(r): float(s) for r, s in zip(rows, scores) if r >= 0}
 
     def _fuse(self, index: Index, q: np.ndarray, dense: dict[int, float], lexical_all: np.ndarray,

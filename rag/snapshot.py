@@ -1,21 +1,21 @@
-"""The index on disk: atomic, versioned, checksummed snapshots.
+"""A segment on disk: one immutable directory per segment, checksummed.
 
-On disk (under `RAG_DATA_DIR/index/`):
+Under `RAG_DATA_DIR/index/` (the list of live segments is `rag.manifest`'s):
 
-    CURRENT                 name of the live snapshot, replaced atomically (os.replace)
-    snap-<time>/            one complete, immutable snapshot
-        manifest.json       format version, model, dimension, chunking, counts, versions, file checksums
+    seg-<time>-<id>/        one segment, never changed once written
+        manifest.json       format version, model, dimension, chunking, counts, versions, file sizes and checksums
         documents.jsonl     id, source, title, metadata, stored text (citations index into it)
         chunks.npy          int64 (n, 5): document row, start, end, first and last+1 sentence row
         sentences.npy       int64 (n, 3): document row, start, end
         sentence_vectors.npy float16 (n, dim), for the extractive generator (no embedding at question time)
         chunks.faiss        FAISS inner-product index of chunk vectors (row = chunk row): flat while
                             small, IVF-Flat from `RAG_IVF_MIN_CHUNKS` on (vectors.py)
-        bm25/               bm25s index over the same chunks (row = chunk row)
+        bm25/               term-frequency postings over the same chunks (lexical.py)
 
-A save writes a new snapshot beside the old one and then flips CURRENT, so a crash at any point
-leaves the previous snapshot loadable. Loading checks the manifest, checksums and that vector
-count, BM25 corpus and chunk store agree; any disagreement refuses the index with the reason.
+A segment is written under a temporary name, fsynced and renamed into place, so a directory with
+a segment's name is complete. Loading checks the manifest, every file's size (cheap: a start reads
+no data) and that vector count, BM25 and chunk store agree; `verify_segment` compares the full
+checksums (in the background after a start, and in `rag check`).
 """
 from __future__ import annotations
 
@@ -35,24 +35,34 @@ import numpy as np
 
 from .documents import Document
 from .durable import fsync_path
-from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from .errors import IndexCorruptError, IndexMismatchError
 from .index import Index, IndexConfig
 from .lexical import BM25Index
 from .npyfile import NpyFile
 from .records import document_from_record, document_line
 from .vectors import VectorIndexPolicy, configure, describe, read_vector_index, write_vector_index
 
-FORMAT_VERSION = 3  # 3: chunks as columns (chunks.npy), float16 sentence vectors, IVF
-CURRENT = "CURRENT"
 
 
-def save_index(index: Index, root: Path) -> Path:
-    """Write a new snapshot under `root` and make it current atomically. Returns its directory."""
+FORMAT_VERSION = 4  # 4: segments with term-frequency BM25 postings
+SEGMENT_PREFIX = "seg-"
+
+
+def new_segment_name() -> str:
+    return f"{SEGMENT_PREFIX}{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+
+
+STAGED_PREFIX = ".staged-"
+
+
+def write_segment(index: Index, root: Path, *, staged: bool = False) -> str:
+    """Write `index` as a new segment directory under `root`; returns its name. Nothing refers to
+    it until a manifest names it (a crash before that leaves an unreferenced directory, removed at
+    the next start). `staged`: the directory is named `.staged-<name>` until `publish_segment`
+    (a background merge writes without the writer lock, and only lock holders name segments)."""
     root.mkdir(parents=True, exist_ok=True)
-    name = f"snap-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+    name = (STAGED_PREFIX if staged else "") + new_segment_name()
     tmp = root / f".tmp-{name}"
-    pointer = root / f".{CURRENT}.{name}"
-    flipped = False
     tmp.mkdir()
     try:
         with open(tmp / "documents.jsonl", "wb") as f:
@@ -71,7 +81,6 @@ def save_index(index: Index, root: Path) -> Path:
             "format_version": FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": asdict(index.config),
-            "journal_seq": index.journal_seq,
             "counts": {"documents": len(index.documents), "chunks": len(index.chunk_doc_row),
                        "sentences": int(len(index.sentences))},
             "vectors": describe(index.vectors),
@@ -82,21 +91,21 @@ def save_index(index: Index, root: Path) -> Path:
         _fsync_tree(tmp)
         os.rename(tmp, root / name)
         fsync_path(root)
-        pointer.write_text(name)
-        fsync_path(pointer)
-        os.replace(pointer, root / CURRENT)
-        flipped = True
-        fsync_path(root)
     except BaseException:
-        # Whatever step failed (a full disk, say), the previous snapshot stays current; remove this
-        # one's pieces so that repeated failures do not fill the disk further.
+        # Whatever step failed (a full disk, say), remove this segment's pieces so that repeated
+        # failures do not fill the disk further.
         shutil.rmtree(tmp, ignore_errors=True)
-        pointer.unlink(missing_ok=True)
-        if not flipped:
-            shutil.rmtree(root / name, ignore_errors=True)
+        shutil.rmtree(root / name, ignore_errors=True)
         raise
-    _remove_old_snapshots(root, keep=name)
-    return root / name
+    return name
+
+
+def publish_segment(root: Path, staged: str) -> str:
+    """Give a staged segment its segment name (under the writer lock); returns it."""
+    name = staged[len(STAGED_PREFIX):]
+    os.rename(root / staged, root / name)
+    fsync_path(root)
+    return name
 
 
 def _snapshot_files(directory: Path) -> list[str]:
@@ -118,18 +127,6 @@ def _fsync_tree(path: Path) -> None:
     fsync_path(path)
 
 
-def _remove_old_snapshots(root: Path, keep: str) -> None:
-    """Remove all but the current snapshot and the one before it (a reader that read CURRENT just
-    before the flip may still be loading that one). Leftover temporary directories go too."""
-    snaps = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("snap-")),
-                   key=lambda p: int(p.name.split("-")[1]))
-    previous = [p.name for p in snaps if p.name != keep][-1:]
-    for p in root.iterdir():
-        if p.is_dir() and p.name not in (keep, *previous) and p.name.startswith(("snap-", ".tmp-snap-")):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide what an index holds (recorded in each manifest)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -143,18 +140,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def current_snapshot(root: Path) -> Path:
-    pointer = root / CURRENT
-    if not pointer.exists():
-        raise IndexNotFoundError(f"no index at {root} (run `rag ingest PATH...` to build one)")
-    name = pointer.read_text().strip()
-    snap = root / name
-    if not name.startswith("snap-") or not snap.is_dir():
-        raise IndexCorruptError(f"{pointer} names snapshot {name!r}, which does not exist; "
-                                f"rebuild with `rag ingest --rebuild PATH...`")
-    return snap
-
-
 def read_manifest(snap: Path, *, readable_formats: tuple[int, ...] = (FORMAT_VERSION,)) -> dict:
     try:
         manifest = json.loads((snap / "manifest.json").read_text())
@@ -166,18 +151,17 @@ def read_manifest(snap: Path, *, readable_formats: tuple[int, ...] = (FORMAT_VER
     return manifest
 
 
-def read_stored_documents(root: Path) -> tuple[list[Document], int]:
-    """The current snapshot's documents and journal position alone, checked against the manifest:
-    enough to rebuild an index whose vector or BM25 files are damaged, or one of an older format
-    (documents.jsonl has not changed since format 2)."""
-    snap = current_snapshot(root)
-    manifest = read_manifest(snap, readable_formats=(2, FORMAT_VERSION))
+def segment_documents(directory: Path) -> list[Document]:
+    """A segment's documents alone, checked against its manifest: enough to rebuild a segment whose
+    vector or BM25 files are damaged, or an index of an older format (documents.jsonl has not
+    changed since format 2)."""
+    manifest = read_manifest(directory, readable_formats=(2, 3, FORMAT_VERSION))
     meta = manifest["files"].get("documents.jsonl")
-    path = snap / "documents.jsonl"
+    path = directory / "documents.jsonl"
     if meta is None or not path.is_file() or _file_digest(path)["sha256"] != meta["sha256"]:
         raise IndexCorruptError(f"{path} is missing or corrupt too; rebuild from the original files with "
                                 "`rag ingest --rebuild PATH...`")
-    return _read_documents(path), int(manifest.get("journal_seq", 0))
+    return _read_documents(path)
 
 
 def _read_documents(path: Path) -> list[Document]:
@@ -273,12 +257,31 @@ def _read_stored_documents_lazily(path: Path) -> list[StoredDocument]:
     return [StoredDocument(texts=texts, row=row, **f) for row, f in enumerate(fields)]
 
 
-def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = True,
-               policy: VectorIndexPolicy | None = None) -> Index:
-    """Load the current snapshot, refusing it with a clear reason if it is corrupt or built otherwise.
-    IVF lists are memory-mapped and sentence vectors read on demand, so they take memory only when
-    read (and sentence vectors never count in the process's resident memory)."""
-    snap = current_snapshot(root)
+def verify_segment(directory: Path) -> list[str]:
+    """Every problem with a segment's files against its manifest's checksums (empty when intact)."""
+    try:
+        manifest = read_manifest(directory)
+    except IndexCorruptError as exc:
+        return [str(exc)]
+    problems = []
+    for rel, meta in manifest["files"].items():
+        path = directory / rel
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != meta["bytes"] or _file_digest(path)["sha256"] != meta["sha256"]:
+            problems.append(f"{path} is truncated or corrupt (checksum mismatch)")
+    return problems
+
+
+def load_segment(directory: Path, expected: IndexConfig | None = None, *, verify_checksums: bool = False,
+                 policy: VectorIndexPolicy | None = None) -> Index:
+    """Load a segment, refusing it with a clear reason if it is damaged or built otherwise. Files are
+    checked by size (full checksums with `verify_checksums`, or `verify_segment`). IVF lists are
+    memory-mapped and sentence vectors and postings read on demand, so a segment takes memory only
+    when read."""
+    snap = directory
+    if not snap.is_dir():
+        raise IndexCorruptError(f"segment {snap} does not exist; rebuild with `rag ingest --rebuild`")
     manifest = read_manifest(snap)
     try:
         config = IndexConfig(**manifest["config"])
@@ -318,7 +321,7 @@ def load_index(root: Path, expected: IndexConfig | None = None, *, verify_checks
                                 f"{len(sentences)} sentences but its manifest says {counts}")
     if policy is not None:
         configure(vectors, policy)
-    return Index(config=config, documents=documents, journal_seq=int(manifest.get("journal_seq", 0)),
+    return Index(config=config, documents=documents,
                  chunk_doc_row=np.ascontiguousarray(table[:, 0]), chunk_bounds=np.ascontiguousarray(table[:, 1:3]),
                  chunk_sentences=np.ascontiguousarray(table[:, 3:5]), sentences=sentences,
                  sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25,

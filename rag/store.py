@@ -1,10 +1,17 @@
 """The index store: the one writer of a data directory.
 
-It owns the served snapshot (`current`), the writer lock (a thread lock within the process and
-`flock` on a lock file across processes), the write-ahead journal, snapshots and the refresh that
-picks up what another process wrote. Readers never take a lock: they read `current`, an immutable
-`Index`, and keep the one they started with. Writers queue for the lock with a bound of their own,
-so a burst of writes is refused (503) before it can hold the request slots readers need.
+It owns the served index (`current`, an immutable `SegmentedIndex`), the writer lock (a thread
+lock within the process and `flock` on a lock file across processes), the write-ahead journal, the
+manifest of segments and the refresh that picks up what another process wrote. Readers never take
+a lock: they read `current` and keep the one they started with.
+
+A write costs what it changes: its documents are embedded into a small in-memory segment (combined
+with the one before it until a flush), the documents it replaces or deletes are marked deleted in
+older segments, and the change is journaled before it is acknowledged. A flush writes the in-memory
+segment and a new manifest and empties the journal; a background merger combines segments
+(`rag.merge`) without holding the lock while it works, and swaps its result in atomically.
+Writers queue for the lock with a bound of their own, so a burst of writes is refused (503)
+before it can hold the request slots readers need.
 """
 from __future__ import annotations
 
@@ -18,11 +25,14 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from .config import Settings
 from .documents import Document, same_document
-from .errors import (CancelledError, DocumentNotFoundError, IndexCorruptError, IndexNotFoundError, NotReadyError,
-                     UnavailableError)
+from .errors import (CancelledError, DocumentNotFoundError, IndexCorruptError, IndexMismatchError, IndexNotFoundError,
+                     NotReadyError, UnavailableError)
 from .index import Index, IndexConfig
 from .journal import Change, Journal
-from .snapshot import load_index, read_stored_documents, save_index
+from .manifest import load_state, save_state, stored_documents
+from .maintenance import Maintenance
+from .merge import MergePolicy, merge_segments
+from .segments import Segment, SegmentedIndex
 
 log = logging.getLogger("rag.store")
 
@@ -45,19 +55,24 @@ class DiskState:
 
 
 class IndexStore:
-    def __init__(self, settings: Settings, builder: IndexBuilder):
+    def __init__(self, settings: Settings, builder: IndexBuilder, merge_policy: MergePolicy | None = None):
         self.settings = settings
         self.builder = builder
-        self.journal = Journal(settings.index_dir / "journal.jsonl")
+        self.root = settings.index_dir
+        self.journal = Journal(self.root / "journal.jsonl")
+        self.merge_policy = merge_policy or MergePolicy(factor=settings.merge_factor)
         self.refresh_interval_s = 1.0
-        self._index: Index | None = None
+        self._index: SegmentedIndex | None = None
+        self._opened: dict[str, Index] = {}  # segments opened, by name: a reload reuses them
         self._thread_lock = threading.RLock()
         self._holding = 0  # nesting depth of `exclusive` in the thread that holds it
         self._queue = threading.BoundedSemaphore(settings.max_queued_writes + 1)  # waiting writers + the one writing
         self._checked_at = 0.0
         self._seen = DiskState(None, 0)
         self._last_seq = 0
-        self._since_snapshot = 0
+        self._since_flush = 0
+        self._memory_since: float | None = None  # when the in-memory segment got its first change
+        self.maintenance = Maintenance(self)
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -65,20 +80,20 @@ class IndexStore:
         return self._index is not None
 
     @property
-    def current(self) -> Index:
-        """The served snapshot. Never blocks; raises NotReadyError (503) while loading."""
+    def current(self) -> SegmentedIndex:
+        """The served index. Never blocks; raises NotReadyError (503) while loading."""
         if self._index is None:
             raise NotReadyError("the index is not loaded yet")
         return self._index
 
-    def adopt(self, index: Index) -> None:
+    def adopt(self, index: SegmentedIndex) -> None:
         """Serve an index another store of the same data loaded (evaluation variants share one)."""
         self._index, self._last_seq = index, index.journal_seq
 
     def refresh(self) -> None:
         """Pick up what another process (say `rag ingest`) wrote since we last looked: a cheap check,
         at most once every `refresh_interval_s`, and a reload only on change. Never waits for a
-        writer: while one holds the lock, readers keep the snapshot they have."""
+        writer: while one holds the lock, readers keep the index they have."""
         now = time.monotonic()
         if self._index is None or now - self._checked_at < self.refresh_interval_s:
             return
@@ -90,13 +105,12 @@ class IndexStore:
 
     # -- the writer lock -----------------------------------------------------------------
     def _disk_state(self) -> DiskState:
-        pointer, journal = self.settings.index_dir / "CURRENT", self.journal.path
         try:
-            name = pointer.read_text()
+            name = (self.root / "CURRENT").read_text()
         except FileNotFoundError:
             name = None
         try:
-            size = journal.stat().st_size
+            size = self.journal.path.stat().st_size
         except FileNotFoundError:
             size = 0
         return DiskState(name, size)
@@ -127,6 +141,7 @@ class IndexStore:
                 try:
                     if self._index is not None and self._disk_state() != self._seen:
                         self._index = self.stored(fresh=True)
+                        self._last_seq = max(self._last_seq, self._index.journal_seq)
                     yield True
                     self._seen = self._disk_state()
                 finally:
@@ -148,55 +163,85 @@ class IndexStore:
             self._queue.release()
 
     # -- loading -------------------------------------------------------------------------
-    def load(self, build_if_missing: Callable[[], None] | None = None) -> Index:
-        """Load the stored snapshot and replay the journal over it. With nothing stored, call
+    def _read(self, expected: IndexConfig | None) -> SegmentedIndex:
+        view = load_state(self.root, expected, policy=self.settings.vector_policy, loaded=self._opened.get)
+        self._opened = {s.name: s.index for s in view.segments}
+        return view
+
+    def load(self, build_if_missing: Callable[[], None] | None = None) -> SegmentedIndex:
+        """Load the stored index and replay the journal over it. With nothing stored, call
         `build_if_missing` (it writes through this store) or raise IndexNotFoundError."""
         with self.exclusive():
             try:
-                index = load_index(self.settings.index_dir, self.builder.config,
-                                   policy=self.settings.vector_policy)
+                view = self._read(self.builder.config)
             except IndexNotFoundError:
                 if build_if_missing is None:
                     raise
                 build_if_missing()
+                self.maintenance.start()
                 return self.current
-            index = self._replay(index)
-            self._index, self._last_seq = index, index.journal_seq
-        return index
+            view = self._replay(view)
+            self._index, self._last_seq = view, view.journal_seq
+        self.maintenance.start()
+        return view
 
-    def stored(self, *, fresh: bool = False) -> Index | None:
+    def stored(self, *, fresh: bool = False) -> SegmentedIndex | None:
         """The current index (loaded, journal replayed), or None when nothing is stored. (Under the lock.)"""
         if self._index is not None and not fresh:
             return self._index
         try:
-            index = load_index(self.settings.index_dir, policy=self.settings.vector_policy)
+            view = self._read(None)
         except IndexNotFoundError:
             return None
-        return self._replay(index)
+        return self._replay(view)
 
-    def _replay(self, index: Index) -> Index:
-        changes = self.journal.read(after=index.journal_seq).changes  # damage is logged and skipped
-        return self._apply(index, changes) if changes else index
+    def _replay(self, view: SegmentedIndex) -> SegmentedIndex:
+        changes = self.journal.read(after=view.journal_seq).changes  # damage is logged and skipped
+        if not changes:
+            return view
+        self._since_flush = len(changes)
+        self._memory_since = time.monotonic()
+        return self._apply(view, changes)
 
     def salvage_documents(self) -> list[Document]:
-        """Documents of a damaged index: its checked documents file plus the journal's records, or
-        the journal's alone when the documents file is gone too."""
+        """Documents of a damaged index: its segments' checked documents files plus the journal's
+        records, or the journal's alone when the documents files are gone too."""
         try:
-            docs, seq = read_stored_documents(self.settings.index_dir)
-        except (IndexCorruptError, IndexNotFoundError):
+            docs, seq = stored_documents(self.root)
+        except (IndexCorruptError, IndexNotFoundError, IndexMismatchError):
             docs, seq = [], 0
         return list(_replayed({d.id: d for d in docs}, self.journal.read(after=seq).changes).values())
 
-    def _apply(self, index: Index, changes: Sequence[Change],
-               cancelled: Callable[[], bool] | None = None) -> Index:
-        """A new snapshot with `changes` applied; only changed documents are chunked and embedded.
+    def _apply(self, view: SegmentedIndex, changes: Sequence[Change],
+               cancelled: Callable[[], bool] | None = None) -> SegmentedIndex:
+        """A new index with `changes` applied: the documents they replace or delete are marked
+        deleted where they live, the ones they put are embedded into the in-memory segment.
         `cancelled` is asked between embedding batches: a write whose client left stops there."""
         def progress(done: int, total: int) -> None:
             if cancelled is not None and done < total and cancelled():
                 raise CancelledError("the client went away; the write was not made")
 
-        docs = _replayed({d.id: d for d in index.documents}, changes)
-        return self.builder(list(docs.values()), index, journal_seq=changes[-1].seq, progress=progress)
+        final: dict[str, Document | None] = {}
+        for c in changes:
+            final[c.document.id if c.op == "put" else c.document_id] = c.document if c.op == "put" else None
+        segments = list(view.segments)
+        dead: dict[int, list[int]] = {}
+        for doc_id in final:
+            found = view.find(doc_id)
+            if found is not None:
+                dead.setdefault(found[0], []).append(found[1])
+        for s, rows in dead.items():
+            segments[s] = segments[s].without(rows)
+        new_docs = [d for d in final.values() if d is not None]
+        if new_docs:
+            built = Segment(self.builder(new_docs, None, journal_seq=changes[-1].seq, progress=progress))
+            if segments and segments[-1].name is None:  # one in-memory segment: combined, not stacked
+                built = Segment(merge_segments([segments[-1], built], view.config, self.settings.vector_policy))
+                segments[-1] = built
+            else:
+                segments.append(built)
+        segments = [s for s in segments if s.live_documents or s.name is not None]
+        return view.replaced(segments, journal_seq=changes[-1].seq)
 
     # -- writing -------------------------------------------------------------------------
     def put(self, documents: Sequence[Document], *, cancelled: Callable[[], bool] | None = None) -> list[str]:
@@ -229,42 +274,55 @@ class IndexStore:
             self._commit(index, [Change(seq=max(index.journal_seq, self._last_seq) + 1, op="delete",
                                         document_id=doc_id)])
 
-    def _commit(self, index: Index, changes: list[Change], cancelled: Callable[[], bool] | None = None) -> None:
+    def _commit(self, index: SegmentedIndex, changes: list[Change],
+                cancelled: Callable[[], bool] | None = None) -> None:
         new = self._apply(index, changes, cancelled)  # embed first: a failure here leaves nothing half-written
         self.journal.append(changes)  # durable from here on
         self._last_seq = changes[-1].seq
         self._index = new  # visible to the next query
-        self._since_snapshot += len(changes)
-        if self._since_snapshot >= self.settings.snapshot_every:
+        self._since_flush += len(changes)
+        if self._memory_since is None:
+            self._memory_since = time.monotonic()
+        if self._since_flush >= self.settings.snapshot_every:
             try:
-                self._snapshot()
-            except OSError as exc:  # the change is durable in the journal; compaction can wait
-                log.error("snapshot failed (the journal keeps every change): %s", exc)
+                self._flush()
+            except OSError as exc:  # the change is durable in the journal; the flush can wait
+                log.error("flush failed (the journal keeps every change): %s", exc)
+        self.maintenance.wake()
 
-    def replace(self, index: Index) -> None:
+    def replace(self, index: SegmentedIndex) -> None:
         """Make a bulk-built index (ingest) the stored and served one. (Under `exclusive`.)"""
-        save_index(index, self.settings.index_dir)
-        self.journal.clear()
-        self._index, self._last_seq, self._since_snapshot = index, index.journal_seq, 0
+        self._index = index
+        self._flush(always=True)
+        self._last_seq = max(self._last_seq, index.journal_seq)
 
     def compact(self) -> None:
-        """Write a snapshot holding every journaled change, then empty the journal."""
+        """Flush: write the in-memory segment and a manifest holding every journaled change, then
+        empty the journal."""
         with self.exclusive():
-            if self._index is not None and self.journal.read(after=self._index.journal_seq - 1).changes:
-                self._snapshot()
+            if self._index is not None and (self._since_flush or self.journal.read(after=self._index.journal_seq - 1).changes):
+                self._flush(always=True)
 
-    def _snapshot(self) -> None:
-        """(Under `exclusive`.) The snapshot first, then the journal: a crash between the two only
-        leaves journal records the snapshot already holds, which replay skips by sequence number."""
-        save_index(self._index, self.settings.index_dir)
+    def _flush(self, *, always: bool = False) -> None:
+        """(Under `exclusive`.) The segments and manifest first, then the journal: a crash between
+        the two only leaves journal records the manifest already holds, which replay skips by
+        sequence number."""
+        if not always and not self._since_flush:
+            return
+        self._index = save_state(self._index, self.root)
+        self._opened = {s.name: s.index for s in self._index.segments}
         self.journal.clear()
-        self._since_snapshot = 0
+        self._since_flush, self._memory_since = 0, None
 
+    def install(self, view: SegmentedIndex) -> None:
+        """Serve `view` and store it (flush included). (Under `exclusive`: maintenance commits this way.)"""
+        self._index = view
+        self._flush(always=True)
 
-def _replayed(docs: dict[str, Document], changes: Sequence[Change]) -> dict[str, Document]:
-    for c in changes:
-        if c.op == "put":
-            docs[c.document.id] = c.document
-        else:
-            docs.pop(c.document_id, None)
-    return docs
+    @property
+    def unflushed_since(self) -> float | None:
+        """When the in-memory segment got its oldest unflushed change (time.monotonic), if any."""
+        return self._memory_since
+
+    def close(self) -> None:
+        self.maintenance.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -57,14 +57,22 @@ def uses_ivf(n: int, policy: VectorIndexPolicy) -> bool:
 def build_vector_index(matrix: np.ndarray, policy: VectorIndexPolicy, previous: object | None = None):
     """An inner-product index over the rows of `matrix` (row i answers as id i). An IVF quantizer
     of `previous` with the same number of clusters is reused instead of training a new one."""
+    n, dim = matrix.shape
+    index = empty_vector_index(n, dim, policy, previous, lambda take, rng: matrix if take == n
+                               else matrix[np.sort(rng.choice(n, take, replace=False))])
+    if n:
+        index.add(np.ascontiguousarray(matrix, dtype=np.float32))
+    return finish_vector_index(index, policy)
+
+
+def empty_vector_index(n: int, dim: int, policy: VectorIndexPolicy, previous: object | None,
+                       sample: Callable[[int, np.random.Generator], np.ndarray]):
+    """The index `n` vectors will be added to (in batches, by the caller): flat, or IVF trained on
+    `sample(count, rng)` (or with `previous`'s quantizer when it has the same number of clusters)."""
     import faiss
 
-    n, dim = matrix.shape
     if not uses_ivf(n, policy):
-        index = faiss.IndexFlatIP(dim)
-        if n:
-            index.add(matrix)
-        return index
+        return faiss.IndexFlatIP(dim)
     nlist = nlist_for(n)
     old = as_ivf(previous) if previous is not None else None
     if old is not None and old.nlist == nlist and old.d == dim:
@@ -74,12 +82,15 @@ def build_vector_index(matrix: np.ndarray, policy: VectorIndexPolicy, previous: 
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         rng = np.random.default_rng(0)  # the same corpus always gets the same clusters
-        take = min(n, TRAIN_POINTS_PER_LIST * nlist)
-        sample = matrix if take == n else matrix[np.sort(rng.choice(n, take, replace=False))]
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    index.add(matrix)
-    index.make_direct_map()  # reconstruct(row): fusion scores BM25-only candidates by their cosine
-    index.nprobe = policy.nprobe or nprobe_for(nlist)
+        index.train(np.ascontiguousarray(sample(min(n, TRAIN_POINTS_PER_LIST * nlist), rng), dtype=np.float32))
+    return index
+
+
+def finish_vector_index(index: object, policy: VectorIndexPolicy):
+    ivf = as_ivf(index)
+    if ivf is not None:
+        index.make_direct_map()  # reconstruct(row): fusion scores BM25-only candidates by their cosine
+        index.nprobe = policy.nprobe or nprobe_for(ivf.nlist)
     return index
 
 

@@ -54,7 +54,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
             log.warning("warm-up question failed: %s", exc)
         state["warm"] = True
-        log.info("index ready: %d documents, %d chunks", len(pipeline.index.documents), len(pipeline.index.chunks))
+        log.info("index ready: %d documents, %d chunks", pipeline.index.document_count, pipeline.index.chunk_count)
 
     async def lifespan(_: FastAPI):
         s = pipeline.settings

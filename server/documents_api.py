@@ -274,7 +274,7 @@ def register(app: FastAPI, pipeline: Pipeline, metrics, access: Access | None = 
     async def list_documents(offset: Annotated[int, Query(ge=0)] = 0,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict:
         await run_in_threadpool(pipeline.refresh)
-        docs = pipeline.index.documents
+        docs = pipeline.index.live_documents()
         return {"documents": [summary(d) for d in docs[offset:offset + limit]], "total": len(docs),
                 "offset": offset, "limit": limit}
 

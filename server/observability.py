@@ -115,8 +115,8 @@ class _PipelineCollector:
         docs = GaugeMetricFamily("rag_index_documents", "Documents in the served index")
         chunks = GaugeMetricFamily("rag_index_chunks", "Chunks in the served index")
         if self.pipeline.ready:
-            docs.add_metric([], len(self.pipeline.index.documents))
-            chunks.add_metric([], len(self.pipeline.index.chunks))
+            docs.add_metric([], self.pipeline.index.document_count)
+            chunks.add_metric([], self.pipeline.index.chunk_count)
         yield docs
         yield chunks
         damaged = GaugeMetricFamily("rag_journal_damaged_records",

@@ -99,7 +99,7 @@ def tmp_pipeline(tmp_path, embedder):
 
 @pytest.fixture(scope="session")
 def seed_doc(seed_pipeline):
-    (doc,) = seed_pipeline.index.documents
+    (doc,) = seed_pipeline.index.live_documents()
     return doc
 
 

@@ -69,7 +69,7 @@ def test_a_new_process_sees_the_collections_on_disk(collections, tmp_path):
     again = Collections(collections.settings, embedder=HashEmbedder())
     try:
         assert again.names() == [DEFAULT, "alpha"] and again.key_allows("alpha", key)
-        assert [d.id for d in again.pipeline("alpha").index.documents] == ["x"]
+        assert [d.id for d in again.pipeline("alpha").index.live_documents()] == ["x"]
     finally:
         again.close()
 

@@ -163,7 +163,7 @@ def _snapshot_fixture(seed_data_dir, tmp_path, tmp_pipeline):
                             for i in range(3)])
     pipeline.delete_document("s0")
     pipeline.put_documents([Document(id="s1", source="api/s1", title="S1", text="Note 1, replaced.")])
-    expected = {d.id: d.text for d in pipeline.index.documents}
+    expected = {d.id: d.text for d in pipeline.index.live_documents()}
     assert "s0" not in expected and expected["s1"] == "Note 1, replaced."
     return data, pipeline, expected
 
@@ -171,7 +171,7 @@ def _snapshot_fixture(seed_data_dir, tmp_path, tmp_pipeline):
 def _reloaded(tmp_pipeline, data: Path) -> dict[str, str]:
     fresh = tmp_pipeline(data)
     fresh.load(build_from_seeds=False)
-    return {d.id: d.text for d in fresh.index.documents}
+    return {d.id: d.text for d in fresh.index.live_documents()}
 
 
 def test_a_crash_at_any_step_of_a_snapshot_loses_no_acknowledged_write(seed_data_dir, tmp_path, tmp_pipeline,

@@ -186,7 +186,7 @@ def test_snapshots_mid_stream_keep_every_write(seed_data_dir, tmp_path, tmp_pipe
         assert len((data_dir / "index" / "journal.jsonl").read_bytes().splitlines()) == 2
     reloaded = tmp_pipeline(data_dir)
     reloaded.load(build_from_seeds=False)
-    assert {d.id: d.text for d in reloaded.index.documents if d.id.startswith("snap-")} == {
+    assert {d.id: d.text for d in reloaded.index.live_documents() if d.id.startswith("snap-")} == {
         k: v for k, v in texts.items() if k != "snap-0"}
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import IndexMismatchError
-from rag.snapshot import load_index
+from rag.manifest import load_index
 
 QUESTIONS = [f"What did speaker {i} say about the peace plan?" for i in range(40)]
 

@@ -60,14 +60,14 @@ def client(corpus_pipeline):
 
 
 def _doc(pipeline, source):
-    return next(d for d in pipeline.index.documents if d.source == source)
+    return next(d for d in pipeline.index.live_documents() if d.source == source)
 
 
 def test_ingest_summary_names_every_skipped_file(corpus_pipeline):
     report = corpus_pipeline.report
     assert (report.added, report.updated, report.unchanged, report.removed) == (5, 0, 0, [])
     assert [(s.path, s.kind, s.failed) for s in report.skipped] == [("corpus/junk.bin", "unsupported type", False)]
-    sources = sorted(d.source for d in corpus_pipeline.index.documents)
+    sources = sorted(d.source for d in corpus_pipeline.index.live_documents())
     assert sources == ["corpus/menu.html", "corpus/notes.md", "corpus/plain.txt", "corpus/prices.docx",
                        "corpus/report.pdf"]
     notes = _doc(corpus_pipeline, "corpus/notes.md")

@@ -12,7 +12,7 @@ import pytest
 
 from rag.documents import make_document
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from rag.snapshot import CURRENT, load_index, save_index
+from rag.manifest import CURRENT, load_index, save_index
 
 from support import SEEDS
 
@@ -81,7 +81,7 @@ def test_a_loaded_index_saves_its_documents_byte_for_byte_and_reads_texts_on_dem
     first = save_index(seed_pipeline.index, tmp_path / "a")
     loaded = load_index(tmp_path / "a")
     (doc,) = loaded.documents
-    assert doc.text == seed_pipeline.index.documents[0].text and doc.chars == len(doc.text)
+    assert doc.text == seed_pipeline.index.live_documents()[0].text and doc.chars == len(doc.text)
     second = save_index(loaded, tmp_path / "b")
     assert (second / "documents.jsonl").read_bytes() == (first / "documents.jsonl").read_bytes()
     assert (second / "chunks.faiss").read_bytes() == (first / "chunks.faiss").read_bytes()
@@ -144,7 +144,7 @@ def test_crash_mid_save_leaves_previous_index_loadable(copied_seed_index, tmp_pi
     reloaded = load_index(copied_seed_index / "index", pipeline.index_config)
     assert len(reloaded.documents) == 1 and len(reloaded.chunks) == n_chunks
     # The running pipeline still serves the old snapshot.
-    assert len(pipeline.index.documents) == 1
+    assert len(pipeline.index.live_documents()) == 1
     assert pipeline.search("What did Peskov say?", 3)
 
 

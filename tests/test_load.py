@@ -28,7 +28,7 @@ def test_mixed_load_loses_nothing(seed_data_dir, tmp_path, tmp_pipeline, serve_p
     shutil.copytree(seed_data_dir, data_dir)
     pipeline = tmp_pipeline(data_dir, snapshot_every=10, rate_limit=0)
     pipeline.load(build_from_seeds=False)
-    texts: dict[str, str] = {d.id: d.text for d in pipeline.index.documents}  # every text ever acknowledged
+    texts: dict[str, str] = {d.id: d.text for d in pipeline.index.live_documents()}  # every text ever acknowledged
     texts_lock = threading.Lock()
     alive: set[str] = set(texts)
     deleted: set[str] = set()
@@ -124,4 +124,4 @@ def test_mixed_load_loses_nothing(seed_data_dir, tmp_path, tmp_pipeline, serve_p
         # ... and on disk (snapshot + journal), read by another pipeline while the server still runs.
         reader = tmp_pipeline(data_dir)
         reader.load(build_from_seeds=False)
-        assert {d.id: d.text for d in reader.index.documents} == {k: texts[k] for k in alive}
+        assert {d.id: d.text for d in reader.index.live_documents()} == {k: texts[k] for k in alive}

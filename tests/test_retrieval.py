@@ -81,7 +81,7 @@ def two_doc_pipeline(tmp_path_factory, embedder):
 def test_source_filter_restricts_results(two_doc_pipeline, mode):
     everything = two_doc_pipeline.search("Peskov Ukraine", 10, mode=mode)
     assert {p.source for p in everything} == {"other/farming.txt", next(
-        d.source for d in two_doc_pipeline.index.documents if d.source != "other/farming.txt")}
+        d.source for d in two_doc_pipeline.index.live_documents() if d.source != "other/farming.txt")}
     only_other = two_doc_pipeline.search("Peskov Ukraine", 10, mode=mode, filters={"source": "other/*"})
     assert only_other and {p.source for p in only_other} == {"other/farming.txt"}
     assert [p.rank for p in only_other] == list(range(1, len(only_other) + 1))
@@ -90,7 +90,7 @@ def test_source_filter_restricts_results(two_doc_pipeline, mode):
 
 
 def test_document_id_filter_and_filters_matching_nothing(two_doc_pipeline):
-    other = next(d for d in two_doc_pipeline.index.documents if d.source == "other/farming.txt")
+    other = next(d for d in two_doc_pipeline.index.live_documents() if d.source == "other/farming.txt")
     passages = two_doc_pipeline.search("sunflower oil", 5, filters={"document_id": other.id})
     assert passages and {p.document_id for p in passages} == {other.id}
     assert two_doc_pipeline.search("sunflower oil", 5, filters={"source": "nowhere/*"}) == []

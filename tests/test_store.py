@@ -26,14 +26,14 @@ def test_put_is_visible_durable_and_reports_outcomes(fake_pipeline, tmp_path):
     assert p.search("when was the harbour rebuilt", 1)[0].document_id == "a"
     reopened = fake_pipeline(p.settings.data_dir)
     reopened.load(build_from_seeds=False)
-    assert sorted(d.id for d in reopened.index.documents) == ["a", "b"]
+    assert sorted(d.id for d in reopened.index.live_documents()) == ["a", "b"]
 
 
 def test_deleting_the_last_document_leaves_a_normal_empty_corpus(fake_pipeline):
     p = fake_pipeline()
     p.ingest_documents([DOCS[0]])
     p.delete_document("a")
-    assert p.index.documents == [] and len(p.index.chunks) == 0
+    assert p.index.live_documents() == [] and p.index.chunk_count == 0
     assert p.search("harbour") == []
     result = p.ask("When was the harbour rebuilt?")
     assert result.abstained and result.citations == []
@@ -42,7 +42,7 @@ def test_deleting_the_last_document_leaves_a_normal_empty_corpus(fake_pipeline):
     p.compact()  # a snapshot of the empty corpus saves and loads
     reopened = fake_pipeline(p.settings.data_dir)
     reopened.load(build_from_seeds=False)
-    assert reopened.index.documents == []
+    assert reopened.index.live_documents() == []
 
 
 def test_ingest_removes_only_files_gone_from_the_directories_named(fake_pipeline, tmp_path, monkeypatch):
@@ -62,14 +62,14 @@ def test_ingest_removes_only_files_gone_from_the_directories_named(fake_pipeline
     report = p.ingest(["."])
     # Only the file under "." that is gone goes; the API document and the file from elsewhere stay.
     assert report.removed == ["sub/b.txt"] and report.unchanged == 1
-    sources = sorted(d.source for d in p.index.documents)
+    sources = sorted(d.source for d in p.index.live_documents())
     assert sources[:2] == ["a.txt", "notes"] and sources[2].endswith("/elsewhere.txt")
     assert not any(s.startswith("/") for s in sources)  # labels, never the server's absolute paths
     # The same file from another working directory is the same document (its absolute path is its identity).
     monkeypatch.chdir(tmp_path)
     again = p.ingest(["corpus"])
     assert (again.added, again.removed) == (0, [])
-    assert len(p.index.documents) == 3
+    assert len(p.index.live_documents()) == 3
 
 
 def test_reads_never_wait_for_a_writer(fake_pipeline, tmp_path):
@@ -196,12 +196,15 @@ def test_a_rebuild_after_a_damaged_documents_file_keeps_the_journal_records(fake
     p = fake_pipeline()
     p.ingest_documents(DOCS)
     p.put_documents([make_document("A third document on trains.", source="c.txt", id="c")])  # journal only
-    (snapshot,) = [d for d in p.settings.index_dir.iterdir() if d.name.startswith("snap-")]
+    (snapshot,) = [d for d in p.settings.index_dir.iterdir() if d.name.startswith("seg-")]
     (snapshot / "documents.jsonl").write_text("damaged\n")
     damaged = fake_pipeline(p.settings.data_dir)
-    with pytest.raises(IndexCorruptError):
-        damaged.load(build_from_seeds=False)
+    damaged.load(build_from_seeds=False)  # the damaged segment is left out and reported; the rest serves
+    assert [name for name, _, _ in damaged.index.damaged] == [snapshot.name]
+    assert [d.id for d in damaged.index.live_documents()] == ["c"]
+    with pytest.raises(IndexCorruptError, match="documents file too"):
+        damaged.store.maintenance.repair()  # its own documents file is damaged: only the original files can help
     report = damaged.ingest_documents([], rebuild=True)  # what `rag ingest --rebuild` does
-    assert report.rebuilt and "could not be used" in report.rebuilt
-    assert [d.id for d in damaged.index.documents] == ["c"]  # the snapshot's own documents are lost with their file
+    assert report.rebuilt and "could not be used" in report.rebuilt and "are lost" in report.rebuilt
+    assert [d.id for d in damaged.index.live_documents()] == ["c"]  # the segment's own documents are lost with their file
     assert damaged.search("trains", 1)[0].document_id == "c"

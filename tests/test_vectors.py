@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag.chunking import split_sentences
-from rag.snapshot import load_index
+from rag.manifest import load_index
 from rag.vectors import (EXACT_SUBSET_LIMIT, VectorIndexPolicy, as_ivf, build_vector_index, describe, nlist_for,
                          nprobe_for, read_vector_index, search, uses_ivf)
 

@@ -178,7 +178,7 @@ def test_feedback_reaches_the_server_and_exports_for_evaluation(browser, serve_p
             assert down["rejected_answer"] == expected["answer"] and down["answerable"] is True
             assert up["question"] == "What is the Anglo-French peacekeeping plan?"
             assert up["answers"] and "[" not in up["answers"][0]  # the confirmed answer, markers removed
-            assert up["gold_documents"] == [pipeline.index.documents[0].id]
+            assert up["gold_documents"] == [pipeline.index.live_documents()[0].id]
             metrics = client.get("/metrics").text
             assert 'rag_feedback_total{verdict="down"} 1.0' in metrics
             assert 'rag_feedback_total{verdict="up"} 1.0' in metrics
@@ -188,7 +188,7 @@ def test_feedback_reaches_the_server_and_exports_for_evaluation(browser, serve_p
             path.write_text(client.get("/feedback").text, encoding="utf-8")
             dataset = load_jsonl(path)
             assert [i.question for i in dataset.items] == [PESKOV, "What is the Anglo-French peacekeeping plan?"]
-            assert dataset.items[1].gold_documents == (pipeline.index.documents[0].id,)
+            assert dataset.items[1].gold_documents == (pipeline.index.live_documents()[0].id,)
     finally:
         context.close()
 

@@ -1,0 +1,136 @@
+"""Merging segments: several segments' live documents rewritten as one, and when to do it.
+
+A merge reads its inputs (never changes them), copies each live document's chunk rows, sentence
+rows and vectors and merges the BM25 postings without tokenizing or embedding again. The tiered
+policy (Lucene's idea) keeps the number of segments logarithmic in the corpus: segments of about
+the same size (a tier) are merged once there are `factor` of them, so a document is rewritten
+about log_factor(corpus) times over its life, and a segment that is mostly deleted is rewritten alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .index import Index, IndexConfig
+from .lexical import BM25Index
+from .segments import Segment
+from .vectors import VectorIndexPolicy, empty_vector_index, finish_vector_index
+
+COPY_BATCH = 65_536  # rows of vectors copied at a time: bounds a merge's memory beyond its output
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    factor: int = 10  # segments of one tier merged together (Lucene's segmentsPerTier)
+    floor_chunks: int = 2_000  # segments below this size are all one tier
+    max_chunks: int = 5_000_000  # no merge produces a segment larger than this
+    deleted_share: float = 0.3  # a segment with this share of its chunks deleted is rewritten
+
+    def tier(self, chunks: int) -> int:
+        return 0 if chunks < self.floor_chunks else 1 + int(math.log(chunks / self.floor_chunks, self.factor))
+
+    def pick(self, segments: Sequence[Segment]) -> list[int] | None:
+        """Positions of flushed segments to merge next (None: nothing to do)."""
+        flushed = [i for i, s in enumerate(segments) if s.name is not None]
+        by_tier: dict[int, list[int]] = {}
+        for i in flushed:
+            by_tier.setdefault(self.tier(segments[i].live_chunks), []).append(i)
+        for tier in sorted(by_tier):
+            members = sorted(by_tier[tier], key=lambda i: segments[i].live_chunks)
+            if len(members) >= self.factor:
+                chosen = members[:self.factor]
+                if sum(segments[i].live_chunks for i in chosen) <= self.max_chunks:
+                    return sorted(chosen)
+        for i in flushed:
+            seg = segments[i]
+            if seg.chunks and 1.0 - seg.live_chunks / seg.chunks >= self.deleted_share:
+                return [i]
+        return None
+
+
+def _ranges(column: np.ndarray, n: int) -> np.ndarray:
+    return np.searchsorted(np.asarray(column), np.arange(n + 1))
+
+
+def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: VectorIndexPolicy, *,
+                   sentence_file: Path | None = None) -> Index:
+    """One in-memory segment holding the live documents of `segments` (in order). With
+    `sentence_file` the sentence vectors are written there (memory-mapped) instead of held in memory."""
+    documents: list = []
+    chunk_doc_row, chunk_bounds, chunk_sentences, sentences = [], [], [], []
+    picks = []  # per input: (segment, kept chunk rows, kept sentence rows)
+    for seg in segments:
+        index = seg.index
+        n_docs = len(index.documents)
+        c_ranges = _ranges(index.chunk_doc_row, n_docs)
+        s_ranges = _ranges(np.asarray(index.sentences[:, 0]) if len(index.sentences) else np.zeros(0, np.int64), n_docs)
+        keep_docs = [r for r in range(n_docs) if r not in seg.deleted]
+        keep_chunks = np.concatenate([np.arange(c_ranges[r], c_ranges[r + 1]) for r in keep_docs] or
+                                     [np.zeros(0, np.int64)]).astype(np.int64)
+        keep_sents = np.concatenate([np.arange(s_ranges[r], s_ranges[r + 1]) for r in keep_docs] or
+                                    [np.zeros(0, np.int64)]).astype(np.int64)
+        # New rows: documents, then chunks and sentences in the same order as the kept ones.
+        doc_map = np.full(n_docs, -1, dtype=np.int64)
+        doc_map[keep_docs] = len(documents) + np.arange(len(keep_docs))
+        sent_map = np.full(len(index.sentences), -1, dtype=np.int64)
+        sent_map[keep_sents] = sum(len(s) for s in sentences) + np.arange(len(keep_sents))
+        documents.extend(index.documents[r] for r in keep_docs)
+        chunk_doc_row.append(doc_map[index.chunk_doc_row[keep_chunks]])
+        chunk_bounds.append(np.asarray(index.chunk_bounds[keep_chunks]))
+        old_cs = np.asarray(index.chunk_sentences[keep_chunks])
+        chunk_sentences.append(np.column_stack([sent_map[old_cs[:, 0]], sent_map[old_cs[:, 0]] + (old_cs[:, 1] - old_cs[:, 0])])
+                               if len(old_cs) else np.zeros((0, 2), np.int64))
+        old_s = np.asarray(index.sentences[keep_sents]).reshape(-1, 3)
+        sentences.append(np.column_stack([doc_map[old_s[:, 0]], old_s[:, 1:]]) if len(old_s) else np.zeros((0, 3), np.int64))
+        picks.append((seg, keep_chunks, keep_sents))
+
+    n_chunks = sum(len(c) for _, c, _ in picks)
+    n_sents = sum(len(s) for _, _, s in picks)
+    dim = config.dimension
+    if sentence_file is not None:
+        sent_vectors = np.lib.format.open_memmap(sentence_file, mode="w+", dtype=np.float16, shape=(n_sents, dim))
+    else:
+        sent_vectors = np.empty((n_sents, dim), dtype=np.float16)
+    at = 0
+    for seg, _, keep_sents in picks:
+        for k in range(0, len(keep_sents), COPY_BATCH):
+            part = keep_sents[k:k + COPY_BATCH]
+            sent_vectors[at:at + len(part)] = seg.index.sentence_vectors[part]
+            at += len(part)
+
+    def sample(take: int, rng: np.random.Generator) -> np.ndarray:
+        rows = np.sort(rng.choice(n_chunks, take, replace=False)) if take < n_chunks else np.arange(n_chunks)
+        return _vectors_at(picks, rows, dim)
+
+    largest = max(segments, key=lambda s: s.chunks).index.vectors if segments else None
+    vectors = empty_vector_index(n_chunks, dim, policy, largest, sample)
+    for seg, keep_chunks, _ in picks:
+        for k in range(0, len(keep_chunks), COPY_BATCH):
+            vectors.add(np.ascontiguousarray(seg.index.vectors.reconstruct_batch(keep_chunks[k:k + COPY_BATCH]),
+                                             dtype=np.float32))
+    vectors = finish_vector_index(vectors, policy)
+    bm25 = BM25Index.merged([(seg.index.bm25, keep) for seg, keep, _ in picks])
+    if sentence_file is not None:
+        sent_vectors.flush()
+    cat = (lambda parts, cols: np.concatenate(parts).astype(np.int64).reshape(-1, cols) if parts
+           else np.zeros((0, cols), np.int64))
+    return Index(config=config, documents=documents, chunk_doc_row=cat(chunk_doc_row, 1).reshape(-1),
+                 chunk_bounds=cat(chunk_bounds, 2), chunk_sentences=cat(chunk_sentences, 2),
+                 sentences=cat(sentences, 3), sentence_vectors=sent_vectors, vectors=vectors, bm25=bm25)
+
+
+def _vectors_at(picks, rows: np.ndarray, dim: int) -> np.ndarray:
+    """Chunk vectors at merged rows (for training an IVF's clusters)."""
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    start = 0
+    for seg, keep_chunks, _ in picks:
+        end = start + len(keep_chunks)
+        at = np.flatnonzero((rows >= start) & (rows < end))
+        if len(at):
+            out[at] = seg.index.vectors.reconstruct_batch(keep_chunks[rows[at] - start])
+        start = end
+    return out
