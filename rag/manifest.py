@@ -113,7 +113,7 @@ def save_state(view: SegmentedIndex, root: Path) -> SegmentedIndex:
     try:
         segments = []
         for seg in view.segments:
-            if seg.name is None:
+            if seg.name is None or not (root / seg.name).is_dir():  # in memory, or saved elsewhere
                 name = write_segment(seg.index, root)
                 written.append(name)
                 seg = Segment(seg.index, seg.deleted, name)

@@ -132,9 +132,19 @@ class _Chunks:
         s, local = self._find(int(row))
         return self._view.segments[s].index.chunks.text(local)
 
-    def __getitem__(self, row) -> Chunk:
-        s, local = self._find(int(row))
-        return self._view.segments[s].index.chunks[local]
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        n, row = len(self), int(row)
+        if not -n <= row < n:
+            raise IndexError(f"chunk row {row} out of range for {n} chunks")
+        s, local = self._find(row % n)
+        chunk = self._view.segments[s].index.chunks[local]
+        return chunk
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for seg in self._view.segments:
+            yield from seg.index.chunks
 
 
 class _Vectors:

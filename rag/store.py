@@ -326,3 +326,12 @@ class IndexStore:
 
     def close(self) -> None:
         self.maintenance.close()
+
+
+def _replayed(docs: dict[str, Document], changes: Sequence[Change]) -> dict[str, Document]:
+    for c in changes:
+        if c.op == "put":
+            docs[c.document.id] = c.document
+        else:
+            docs.pop(c.document_id, None)
+    return docs
