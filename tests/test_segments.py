@@ -1,0 +1,186 @@
+"""The segmented index (fast tier: the stand-in embedder): after many random writes, flushes and
+merges, a query sees exactly what one index freshly built over the live documents shows; merges
+keep deletions made while they ran; a failed merge leaves the index as it was."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+
+import rag.maintenance
+from rag.documents import Document
+from support import SQUAD
+
+
+@pytest.fixture(scope="module")
+def squad():
+    data = json.loads(gzip.open(SQUAD).read())["data"][:6]
+    paragraphs = [(a["title"].replace("_", " "), p["context"]) for a in data for p in a["paragraphs"]]
+    questions = [q["question"] for a in data for p in a["paragraphs"] for q in p["qas"]]
+    return paragraphs, questions
+
+
+def _doc(doc_id: str, title: str, text: str) -> Document:
+    return Document(id=doc_id, source=f"squad/{doc_id}", title=title, text=text)
+
+
+def _results(pipeline, questions):
+    out = []
+    for q in questions:
+        passages = pipeline.search(q, 10)
+        out.append([(p.chunk_id, round(p.score, 5), p.start, p.end, p.text) for p in passages])
+    return out
+
+
+def test_random_writes_flushes_and_merges_search_exactly_as_one_fresh_index(fake_pipeline, squad):
+    paragraphs, questions = squad
+    rng = random.Random(7)
+    p = fake_pipeline(snapshot_every=9, merge_factor=3, background_merge=False)
+    live: dict[str, Document] = {}
+    first = [_doc(f"p{i}", *paragraphs[i]) for i in range(60)]
+    p.ingest_documents(first)
+    live.update((d.id, d) for d in first)
+    most_segments = merges = 0
+    for step in range(312):  # the last merges at step 299; the writes after it leave deletions to mask
+        op = rng.random()
+        if op < 0.45 or len(live) < 10:  # a new document
+            title, text = paragraphs[rng.randrange(len(paragraphs))]
+            doc = _doc(f"n{step}", title, f"{text} (Revision {step}.)")  # no two texts alike: no exact ties
+            p.put_documents([doc])
+            live[doc.id] = doc
+        elif op < 0.75:  # a changed document
+            doc_id = rng.choice(sorted(live))
+            title, text = paragraphs[rng.randrange(len(paragraphs))]
+            doc = _doc(doc_id, title, f"{text} (Revision {step}.)")
+            p.put_documents([doc])
+            live[doc_id] = doc
+        else:
+            doc_id = rng.choice(sorted(live))
+            p.delete_document(doc_id)
+            del live[doc_id]
+        most_segments = max(most_segments, len(p.index.segments))
+        if step % 25 == 24:
+            merges += p.store.maintenance.merge_pending()
+    assert most_segments >= 4 and merges >= 3, (most_segments, merges)  # the writes did make and merge segments
+    assert any(s.deleted for s in p.index.segments)  # and left deletions to mask
+    fresh = fake_pipeline(tmp_data := p.settings.data_dir.parent / "fresh")
+    fresh.ingest_documents(list(live.values()))
+    assert len(fresh.index.segments) == 1 and tmp_data.exists()
+    assert {d.id for d in p.index.live_documents()} == set(live)
+    sample = questions[::7][:60]
+    expected = _results(fresh, sample)
+    assert _results(p, sample) == expected
+    # Filters, asks and a reload from disk (manifest, segments and journal) agree too.
+    flt = {"source": {"$in": sorted(f"squad/{i}" for i in list(live)[:40])}}
+    assert [x.chunk_id for x in p.search(sample[0], 10, filters=flt)] == \
+           [x.chunk_id for x in fresh.search(sample[0], 10, filters=flt)]
+    assert p.ask(sample[1]).answer == fresh.ask(sample[1]).answer
+    reopened = fake_pipeline(p.settings.data_dir)
+    reopened.load(build_from_seeds=False)
+    assert _results(reopened, sample) == expected
+
+
+def test_a_merge_keeps_the_deletions_made_while_it_ran(fake_pipeline, squad, monkeypatch):
+    paragraphs, _ = squad
+    p = fake_pipeline(snapshot_every=1, merge_factor=2, background_merge=False)
+    p.ingest_documents([_doc("a0", *paragraphs[0]), _doc("a1", *paragraphs[1])])
+    p.put_documents([_doc("b0", *paragraphs[2])])  # flushed at once: a second segment
+    assert len(p.index.segments) == 2
+    started, release = threading.Event(), threading.Event()
+    real = rag.maintenance.merge_segments
+
+    def slow_merge(*args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rag.maintenance, "merge_segments", slow_merge)
+    merged: list[bool] = []
+    worker = threading.Thread(target=lambda: merged.append(p.store.maintenance.merge_step()))
+    worker.start()
+    assert started.wait(30)
+    p.delete_document("a1")  # the writer lock is free while the merge is built
+    p.put_documents([_doc("b0", *paragraphs[3])])  # a replaced document is deleted in the merge's input
+    release.set()
+    worker.join(30)
+    assert merged == [True]
+    ids = sorted(d.id for d in p.index.live_documents())
+    assert ids == ["a0", "b0"]
+    assert p.index.document("b0").text == paragraphs[3][1]
+    reopened = fake_pipeline(p.settings.data_dir)
+    reopened.load(build_from_seeds=False)
+    assert sorted(d.id for d in reopened.index.live_documents()) == ids
+    assert reopened.index.document("b0").text == paragraphs[3][1]
+
+
+def test_a_failed_merge_leaves_its_inputs_in_force(fake_pipeline, squad, monkeypatch):
+    import rag.manifest
+
+    paragraphs, questions = squad
+    p = fake_pipeline(snapshot_every=1, merge_factor=2, background_merge=False)
+    p.ingest_documents([_doc("a0", *paragraphs[0])])
+    p.put_documents([_doc("a1", *paragraphs[1])])
+    before = (p.settings.index_dir / "CURRENT").read_text()
+    names = [s.name for s in p.index.segments]
+    results = _results(p, questions[:5])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rag.manifest, "fsync_path", full_disk)  # the manifest naming the merge cannot be written
+    with pytest.raises(OSError):
+        p.store.maintenance.merge_step()
+    monkeypatch.undo()
+    assert (p.settings.index_dir / "CURRENT").read_text() == before
+    reopened = fake_pipeline(p.settings.data_dir)
+    reopened.load(build_from_seeds=False)
+    assert [s.name for s in reopened.index.segments] == names
+    assert _results(reopened, questions[:5]) == results
+
+
+def test_the_merge_policy_merges_a_tier_once_it_is_full_and_rewrites_mostly_deleted_segments(fake_pipeline):
+    from rag.merge import MergePolicy
+    from rag.segments import Segment
+
+    class Sized:  # only what the policy reads
+        def __init__(self, chunks, live, name="s"):
+            self.chunks, self.live_chunks, self.name = chunks, live, name
+
+    policy = MergePolicy(factor=3, floor_chunks=100)
+    assert policy.pick([Sized(50, 50), Sized(60, 60), Sized(5000, 5000)]) is None
+    assert policy.pick([Sized(50, 50), Sized(60, 60), Sized(5000, 5000), Sized(10, 10)]) == [0, 1, 3]
+    assert policy.pick([Sized(50, 50), Sized(60, 60), Sized(10, 10, None)]) is None  # in memory: not merged
+    assert policy.pick([Sized(5000, 3000)]) == [0]  # 40% deleted
+    assert policy.tier(99) == 0 and policy.tier(100) == policy.tier(299) == 1 and policy.tier(300) == 2
+    assert Segment  # the type the policy is given in production
+
+
+def test_bm25_statistics_over_segments_equal_one_index_over_the_live_chunks():
+    from rag.lexical import BM25Index, BM25View, tokenize
+
+    texts = ["the harbour light was repaired", "a storm hit the harbour", "cats sleep all day",
+             "the light of the harbour", "", "storm storm storm"]
+    titles = ["Harbour", "Weather", "Cats", "Harbour", "Empty", "Weather"]
+    one = BM25Index.build(texts[:3], titles[:3])
+    two = BM25Index.build(texts[3:], titles[3:])
+    live = np.array([True, False, True])
+    view = BM25View([(one, live), (two, None)])
+    kept = [0, 2, 3, 4, 5]
+    fresh = BM25Index.build([texts[i] for i in kept], [titles[i] for i in kept])
+    for query in ["harbour storm", "light", "cats", "nothing matches"]:
+        scores = view.scores(query)
+        assert scores[1] == 0.0  # a deleted chunk never scores
+        np.testing.assert_array_equal(np.delete(scores, 1), fresh.scores(query))
+        terms = tokenize([query])[0]
+        assert view.idf(terms) == fresh.idf(terms) and view.scored_idf(terms) == fresh.scored_idf(terms)
+    merged = BM25Index.merged([(one, np.flatnonzero(live)), (two, np.arange(3))])
+    np.testing.assert_array_equal(merged.scores("harbour storm"), fresh.scores("harbour storm"))
+    # Shards add their statistics: scored with the sum, each part gives the one index's scores.
+    stats = one.view().stats("harbour") + two.view().stats("harbour")
+    whole = BM25Index.build(texts, titles)
+    np.testing.assert_array_equal(np.concatenate([one.scores("harbour", stats), two.scores("harbour", stats)]),
+                                  whole.scores("harbour"))
