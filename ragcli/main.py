@@ -55,6 +55,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if failed else 0  # something named could not be ingested: say so to scripts too
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Full checksums of every segment and the journal's records; `--repair` rebuilds damaged segments."""
+    from rag.errors import IndexCorruptError
+    from rag.pipeline import Pipeline
+
+    settings = _settings(args).model_copy(update={"background_merge": False})
+    with Pipeline(settings) as pipeline:
+        pipeline.load(build_from_seeds=False)
+        maintenance = pipeline.store.maintenance
+        found = maintenance.verify()
+        index = pipeline.index
+        print(f"{len(index.segments)} segments, {index.document_count} documents, {index.chunk_count} chunks "
+              f"at {settings.index_dir}")
+        for name, reason, _ in index.damaged:
+            print(f"damaged segment {name}: {reason}", file=sys.stderr)
+        journal = pipeline.journal.damage()
+        for record in journal:
+            print(f"damaged journal record: {record.describe()}", file=sys.stderr)
+        if args.repair and index.damaged:
+            try:
+                repaired = maintenance.repair()
+            except IndexCorruptError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"repaired {len(repaired)} segment(s) from their stored documents: {', '.join(repaired)}")
+        ok = not pipeline.index.damaged and not journal
+        print("index is intact" if ok and not found else "index repaired" if ok else
+              "damage found (run `rag check --repair`)")
+        return 0 if ok else 1
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     result = None
@@ -133,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="re-embed everything: after changing the model, or to "
                    "recover a damaged index from its stored documents (no PATH needed)")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("check", help="verify every index file's checksum and the journal; --repair rebuilds "
+                       "damaged segments from their stored documents")
+    p.add_argument("--repair", action="store_true", help="rebuild damaged segments (re-embeds their documents)")
+    p.add_argument("--collection", help="a named collection; default: the default one")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("ask", help="answer a question with citations")
     p.add_argument("question")

@@ -20,7 +20,7 @@ from .auth import Access
 from .guard import Guard
 from .hosts import HostCheck
 from .limits import BodySizeLimit
-from .observability import Metrics, RequestContext, journal_health
+from .observability import Metrics, RequestContext, journal_health, segment_health
 from .origin import CLIENT_HEADERS
 from .proxies import ClientAddress
 from .schemas import ErrorBody
@@ -91,8 +91,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     async def readyz():
         if pipeline.ready and state["warm"]:
             idx = pipeline.index
-            body = {"status": "ready", "documents": len(idx.documents), "chunks": len(idx.chunks),
-                    "index_id": startup.index_id(pipeline.settings)}
+            body = {"status": "degraded" if idx.damaged else "ready", "documents": idx.document_count, "chunks": idx.chunk_count,
+                    "index_id": startup.index_id(pipeline.settings), **segment_health(pipeline)}
             return {**body, **await run_in_threadpool(journal_health, pipeline)}
         detail = f"index failed to load: {state['error']}" if state["error"] else "loading index"
         return JSONResponse({"detail": detail}, status_code=503)

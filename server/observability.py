@@ -105,6 +105,20 @@ def journal_health(pipeline, *, shown: int = 20) -> dict:
     return out
 
 
+def segment_health(pipeline) -> dict:
+    """For /readyz: the index's segments, whether a merge is running, and segments left out as damaged."""
+    index, store = pipeline.index, pipeline.store
+    out: dict = {"segments": len(index.segments), "merging": store.maintenance.merging,
+                 "damaged_segments": len(index.damaged)}
+    if index.damaged:
+        out["segment_damage"] = {
+            "segments": [{"name": n, "reason": r} for n, r, _ in index.damaged],
+            "action": "these segments are left out of search. `rag check --repair` rebuilds them from their own "
+                      "stored documents; if those are damaged too, `rag ingest --rebuild PATH...` from the originals.",
+        }
+    return out
+
+
 class _PipelineCollector:
     """Index size and upstream health, read at scrape time."""
 
@@ -117,8 +131,18 @@ class _PipelineCollector:
         if self.pipeline.ready:
             docs.add_metric([], self.pipeline.index.document_count)
             chunks.add_metric([], self.pipeline.index.chunk_count)
+        segments = GaugeMetricFamily("rag_index_segments", "Segments of the served index")
+        bad = GaugeMetricFamily("rag_index_damaged_segments", "Segments left out of search because they are damaged")
+        merges = CounterMetricFamily("rag_index_merges", "Segment merges committed by this process")
+        if self.pipeline.ready:
+            segments.add_metric([], len(self.pipeline.index.segments))
+            bad.add_metric([], len(self.pipeline.index.damaged))
+            merges.add_metric([], self.pipeline.store.maintenance.merges)
         yield docs
         yield chunks
+        yield segments
+        yield bad
+        yield merges
         damaged = GaugeMetricFamily("rag_journal_damaged_records",
                                     "Damaged journal records skipped on replay and not yet removed by an operator")
         damaged.add_metric([], len(journal_damage(self.pipeline)))

@@ -39,7 +39,7 @@ def fake_pipeline(tmp_path):
 
     def make(data_dir: Path | None = None, **overrides) -> Pipeline:
         settings = Settings(data_dir=data_dir or tmp_path / "data", seed_dir=SEEDS, embed_model="hash-embedder",
-                            **overrides)
+                            **{"flush_seconds": 86400, **overrides})
         pipeline = Pipeline(settings, embedder=HashEmbedder())
         made.append(pipeline)
         return pipeline
@@ -91,7 +91,9 @@ def tmp_pipeline(tmp_path, embedder):
     """A factory of pipelines over a fresh, empty data dir under tmp_path (for tests that write)."""
 
     def make(data_dir: Path | None = None, *, with_embedder=None, **overrides) -> Pipeline:
-        settings = Settings(data_dir=data_dir or tmp_path / "data", seed_dir=SEEDS, **overrides)
+        # Flushes by count only (not by age), so that what the journal holds does not depend on timing.
+        settings = Settings(data_dir=data_dir or tmp_path / "data", seed_dir=SEEDS,
+                            **{"flush_seconds": 86400, **overrides})
         return Pipeline(settings, embedder=with_embedder or embedder)
 
     return make

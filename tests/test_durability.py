@@ -1,12 +1,11 @@
 """Durability of the live document API: the real server (`rag serve`, a separate process) is killed
 with SIGKILL at random points of a stream of writes, some while a write is in flight; after each
-restart every acknowledged write is there, exactly, and nothing else changed. A corrupt snapshot
-is refused at start with the file named, and `rag ingest --rebuild` makes the data dir servable again.
+restart every acknowledged write is there, exactly, and nothing else changed. A damaged segment
+is left out at start and named in /readyz, and `rag check --repair` rebuilds it.
 """
 from __future__ import annotations
 
-import pytest
-
+import json
 import os
 import random
 import shutil
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from support import REPO, SEEDS, free_port
 
@@ -38,8 +38,9 @@ class ServerProcess:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+        # Flushes by count only unless a test asks for more: what the journal holds must not depend on timing.
         env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", RAG_SNAPSHOT_EVERY="5", RAG_RATE_LIMIT="0",
-                   RAG_SEED_DIR=str(SEEDS))
+                   RAG_SEED_DIR=str(SEEDS), RAG_FLUSH_SECONDS="86400")
         env.update(self.env)
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
@@ -272,7 +273,7 @@ def test_acknowledged_writes_survive_kill_9(seed_data_dir, embedder, tmp_path):
             server.kill()
 
 
-def test_corrupt_snapshot_is_refused_then_rebuilt_with_the_cli(seed_data_dir, embedder, tmp_path, tmp_pipeline,
+def test_a_damaged_segment_is_left_out_reported_and_repaired_with_the_cli(seed_data_dir, embedder, tmp_path, tmp_pipeline,
                                                                 serve_pipeline):
     data_dir = tmp_path / "data"
     shutil.copytree(seed_data_dir, data_dir)
@@ -281,32 +282,39 @@ def test_corrupt_snapshot_is_refused_then_rebuilt_with_the_cli(seed_data_dir, em
     pipeline.load(build_from_seeds=False)
     with serve_pipeline(pipeline) as client:
         assert client.post("/documents", json={"id": "extra", "text": "An extra note on ferries."}).status_code == 201
-    # The stopped server left a snapshot; cut its vector file short.
-    snap = data_dir / "index" / (data_dir / "index" / "CURRENT").read_text().strip()
-    faiss_file = snap / "chunks.faiss"
+    # The stopped server flushed; cut the seed's segment's vector file short.
+    index_dir = data_dir / "index"
+    manifest = json.loads((index_dir / (index_dir / "CURRENT").read_text().strip()).read_text())
+    seed_segment = index_dir / manifest["segments"][0]["name"]
+    faiss_file = seed_segment / "chunks.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[: faiss_file.stat().st_size // 2])
 
-    with serve_pipeline(tmp_pipeline(data_dir, rate_limit=0), ready=False) as client:
-        r = client.get("/readyz")
-        assert r.status_code == 503 and "chunks.faiss" in r.json()["detail"], r.text
-        assert "rebuild" in r.json()["detail"]
-        assert client.get("/healthz").status_code == 200
-        assert client.post("/ask", json={"question": "What did Peskov say?"}).status_code == 503
-        r = client.post("/documents", json={"id": "while-broken", "text": "Not now."})
-        assert r.status_code == 503, r.text
-    journal = data_dir / "index" / "journal.jsonl"
-    assert not journal.exists() or "while-broken" not in journal.read_text()
+    with serve_pipeline(tmp_pipeline(data_dir, rate_limit=0)) as client:
+        body = client.get("/readyz").json()  # up, degraded: the damaged segment is left out and named
+        assert body["status"] == "degraded" and body["damaged_segments"] == 1, body
+        (damage,) = body["segment_damage"]["segments"]
+        assert damage["name"] == seed_segment.name and "chunks.faiss" in damage["reason"]
+        assert "rag check --repair" in body["segment_damage"]["action"]
+        assert client.get("/documents/extra").status_code == 200  # the other segment still serves
+        r = client.post("/ask", json={"question": "What did Peskov say?"})
+        assert r.status_code == 200 and all(c["document_id"] == "extra" for c in r.json()["citations"]), r.text
+        r = client.post("/documents", json={"id": "while-broken", "text": "Writes still work."})
+        assert r.status_code == 201, r.text
 
-    # What the refusal says to do: `rag ingest --rebuild seeds` (the CLI's entry point, in this process).
+    # What the report says to do: `rag check` finds it, `rag check --repair` rebuilds the segment from
+    # its own stored documents (the CLI's entry point, in this process).
     from ragcli.main import main
 
-    assert main(["--data-dir", str(data_dir), "ingest", "--rebuild", str(SEEDS)]) == 0
+    assert main(["--data-dir", str(data_dir), "check"]) == 1
+    assert main(["--data-dir", str(data_dir), "check", "--repair"]) == 0
+    assert main(["--data-dir", str(data_dir), "check"]) == 0
 
     rebuilt = tmp_pipeline(data_dir, rate_limit=0)
     with serve_pipeline(rebuilt) as client:
         assert client.get("/readyz").status_code == 200
-        # The damaged snapshot's documents file was intact: the document added over the API survives.
+        assert client.get("/readyz").json()["damaged_segments"] == 0
         assert client.get("/documents/extra").json()["text"] == "An extra note on ferries."
+        assert client.get("/documents/while-broken").status_code == 200
         r = client.post("/ask", json={"question": "What did Peskov say?"})
         assert r.status_code == 200 and not r.json()["abstained"], r.text
         assert client.post("/documents", json={"id": "after", "text": "Writes work again."}).status_code == 201
