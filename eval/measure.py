@@ -109,12 +109,13 @@ def free_port() -> int:
 class ServerProcess:
     """`rag serve` in a subprocess on a free loopback port, timed from process start to ready."""
 
-    def __init__(self, settings, data_dir: Path, log_path: Path, startup_timeout_s: float):
+    def __init__(self, settings, data_dir: Path, log_path: Path, startup_timeout_s: float,
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data_dir, self.log_path, self.startup_timeout_s = data_dir, log_path, startup_timeout_s
         self.env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "RAG_EMBED_MODEL": settings.embed_model,
-                    "RAG_RATE_LIMIT": "0", "RAG_MAX_INFLIGHT": "256", "HF_HUB_OFFLINE": "1"}
+                    "RAG_RATE_LIMIT": "0", "RAG_MAX_INFLIGHT": "256", "HF_HUB_OFFLINE": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.healthz_s = self.readyz_s = None
         self.rss_ready_kib = None

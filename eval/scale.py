@@ -31,13 +31,15 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from .bench import DEFAULT_SQUAD
+from .scale_report import markdown
+from .scale_writes import WRITES, embedding_floor_ms, one_paragraph_documents
 from .measure import (BenchError, ServerProcess, dir_bytes, load_phase, machine_info, summary_ms, versions,
                       write_results)
 
@@ -52,6 +54,8 @@ class ScaleOptions:
     queries: int = 200
     nprobes: tuple[int, ...] = (8, 16, 32, 64, 128)
     reuse: bool = False  # measure an index already built in `work` (same --chunks)
+    writes: bool = True  # the write phase, on a small index and on this one
+    small_chunks: int = 10_000
     out: Path | None = None
 
 
@@ -63,13 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=200, help="questions per measurement (default 200)")
     p.add_argument("--nprobes", default="8,16,32,64,128", help="IVF nprobe values for the recall sweep")
     p.add_argument("--reuse", action="store_true", help="measure the index already built in --work")
+    p.add_argument("--no-writes", action="store_true", help="skip the write phase (and its small index)")
+    p.add_argument("--small-chunks", type=int, default=10_000, help="size of the small index the write phase "
+                   "compares with (default 10,000)")
     p.add_argument("--out", type=Path, help="write scale.json and scale.md here")
 
 
 def run(args: argparse.Namespace, settings=None) -> int:
     opts = ScaleOptions(chunks=args.chunks, squad=args.squad, work=args.work, queries=args.queries,
                         nprobes=tuple(int(x) for x in args.nprobes.split(",") if x.strip()), reuse=args.reuse,
-                        out=args.out)
+                        out=args.out, writes=not args.no_writes, small_chunks=args.small_chunks)
     try:
         result = run_scale(opts, settings)
     except BenchError as exc:
@@ -243,29 +250,38 @@ def build(opts: ScaleOptions, settings, real, pool: Pool, say: Callable[[str], N
     index = pipeline.index
     from rag.vectors import describe
 
+    pipeline.close()
     return {"documents": report.documents, "chunks": report.chunks, "sentences": int(len(index.sentences)),
             "characters": sum(len(d.text) for d in docs), "generate_s": round(generate_s, 1),
             "build_s": round(build_s, 1), "stand_in_embedder_s": round(embedder.seconds, 1),
             "build_without_embedding_s": round(build_s - embedder.seconds, 1),
             "pieces_embedded_for_real": embedder.embedded_for_real,
             "build_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "vector_index": describe(index.vectors)}
+            "segments": len(index.segments), "vector_index": [describe(s.index.vectors) for s in index.segments]}
 
 
-def serve(settings, data_dir: Path, questions: list[str], say: Callable[[str], None]) -> dict:
+def serve(settings, data_dir: Path, questions: list[str], say: Callable[[str], None],
+          writes: list | None = None, write_questions: list[str] = ()) -> dict:
+    """Cold start, RSS and HTTP latency of `rag serve` on the index; then, with `writes`, the write
+    phase (scale_writes.py) against the same server."""
     server = ServerProcess(settings, data_dir, data_dir.parent / "server.log", startup_timeout_s=900)
     try:
         server.start()
         say(f"server ready in {server.readyz_s:.1f} s, RSS {server.rss_ready_kib / 1024:.0f} MiB")
         half = len(questions) // 2
         phases = [load_phase(server.base_url, "/search", questions[:half], 1, 300, 5),
-                  load_phase(server.base_url, "/ask", questions[half:], 1, 300, 5)]
+                  load_phase(server.base_url, "/ask", questions[half:], 1, 300, 5)] if questions else []
         for p in phases:
             say(f"{p['endpoint']} x1: {p['ok']} ok, {p['errors']} errors, p50 {p['latency_ms']['p50']} ms")
         peak = server.peak_rss_kib()
-        return {"cold_start_readyz_s": round(server.readyz_s, 2),
-                "rss_at_ready_mib": round(server.rss_ready_kib / 1024, 1) if server.rss_ready_kib else None,
-                "peak_rss_mib": round(peak / 1024, 1) if peak else None, "http": phases}
+        out = {"cold_start_readyz_s": round(server.readyz_s, 2),
+               "rss_at_ready_mib": round(server.rss_ready_kib / 1024, 1) if server.rss_ready_kib else None,
+               "peak_rss_mib": round(peak / 1024, 1) if peak else None, "http": phases}
+        if writes:
+            from .scale_writes import write_phase
+
+            out["writes"] = write_phase(server.base_url, writes, list(write_questions), say)
+        return out
     finally:
         server.stop()
 
@@ -274,7 +290,7 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
     import faiss
 
     from rag.pipeline import Pipeline
-    from rag.vectors import as_ivf, search
+    from rag.vectors import as_ivf
 
     pipeline = Pipeline(settings)
     t0 = time.perf_counter()
@@ -289,7 +305,7 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
         embed.append(time.perf_counter() - t0)
         query_vectors.append(v)
         t0 = time.perf_counter()
-        search(index.vectors, v, 100)
+        index.dense_search(v, 100, None)
         dense.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         index.bm25.scores(q)
@@ -307,7 +323,7 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
     n = index.vectors.ntotal
     flat = faiss.IndexFlatIP(index.vectors.d)
     for a in range(0, n, 100_000):
-        flat.add(index.vectors.reconstruct_n(a, min(100_000, n - a)))
+        flat.add(index.vectors.reconstruct_batch(np.arange(a, min(a + 100_000, n))))
     Q = np.vstack(query_vectors).astype(np.float32)
     _, exact = flat.search(Q, 10)
     times = []
@@ -322,22 +338,22 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
     def recall(rows: np.ndarray) -> float:
         return float(np.mean([len(truth[i] & set(r.tolist())) / 10 for i, r in enumerate(rows)]))
 
-    ivf = as_ivf(index.vectors)
+    ivfs = [x for x in (as_ivf(s.index.vectors) for s in index.segments) if x is not None]
     sweep = []
-    settings_nprobe = ivf.nprobe if ivf is not None else None
-    for nprobe in (nprobes if ivf is not None else [None]):
-        if ivf is not None:
+    settings_nprobe = ivfs[0].nprobe if ivfs else None
+    for nprobe in (nprobes if ivfs else [None]):
+        for ivf in ivfs:
             ivf.nprobe = min(nprobe, ivf.nlist)
         times, rows = [], []
         for v in Q:
             t0 = time.perf_counter()
-            _, r = index.vectors.search(v[None, :], 10)
+            _, r = index.dense_search(v, 10, None)
             times.append(time.perf_counter() - t0)
-            rows.append(r[0])
+            rows.append(r)
         sweep.append({"nprobe": nprobe, "recall_at_10": round(recall(np.array(rows)), 4),
                       "search_ms": summary_ms(times), "default": nprobe == settings_nprobe})
         say(f"nprobe {nprobe}: recall@10 {sweep[-1]['recall_at_10']}, p50 {sweep[-1]['search_ms']['p50']} ms")
-    if ivf is not None:
+    for ivf in ivfs:
         ivf.nprobe = settings_nprobe
     out["recall_sweep"] = sweep
     out["dense_recall_at_10"] = next((s["recall_at_10"] for s in sweep if s["default"]), sweep[0]["recall_at_10"])
@@ -345,9 +361,17 @@ def in_process(settings, questions: list[str], nprobes: Sequence[int], say: Call
     return out
 
 
+def real_embedder(settings, base):
+    """The configured model (its ONNX export shared through base.data_dir/models)."""
+    from rag.embedding import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(settings.embed_model, backend=settings.embed_backend,
+                                       batch_size=settings.embed_batch_size, threads=settings.embed_threads,
+                                       cache_dir=base.data_dir / "models")
+
+
 def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | None = None) -> dict:
     from rag.config import Settings
-    from rag.embedding import SentenceTransformerEmbedder
 
     say = say or (lambda msg: print(f"[scale] {msg}", file=sys.stderr, flush=True))
     base = settings or Settings()
@@ -370,50 +394,37 @@ def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | No
         models = base.data_dir / "models"  # the exported ONNX model, shared with the server
         models.mkdir(parents=True, exist_ok=True)
         (data_dir / "models").symlink_to(models.resolve(), target_is_directory=True)
-        real = SentenceTransformerEmbedder(settings.embed_model, backend=settings.embed_backend,
-                                           batch_size=settings.embed_batch_size, threads=settings.embed_threads,
-                                           cache_dir=models)
-        result["build"] = build(opts, settings, real, pool, say)
+        result["build"] = build(opts, settings, real_embedder(settings, base), pool, say)
         (opts.work / "build.json").write_text(json.dumps(result["build"], indent=2) + "\n")
         say(f"built: {result['build']}")
     elif (opts.work / "build.json").exists():  # --reuse: the build's numbers, measured when it ran
         result["build"] = json.loads((opts.work / "build.json").read_text())
     result["index_bytes"] = dir_bytes(data_dir / "index")
-    result["index_files"] = {p.name: p.stat().st_size for p in sorted((data_dir / "index").glob("snap-*/*"))
-                             if p.is_file()}
-    result["server"] = serve(settings, data_dir, questions[:opts.queries], say)
+    files: dict[str, int] = {}
+    for p in (data_dir / "index").glob("seg-*/*"):
+        if p.is_file():
+            files[p.name] = files.get(p.name, 0) + p.stat().st_size
+    result["index_files"] = files
+    if opts.writes:  # a small index beside the large one: write latency should not grow with the index
+        small_data = opts.work / "small" / "data"
+        if small_data.exists():
+            shutil.rmtree(small_data)
+        small_data.mkdir(parents=True)
+        (small_data / "models").symlink_to((base.data_dir / "models").resolve(), target_is_directory=True)
+        small_settings = base.model_copy(update={"data_dir": small_data})
+        result["small"] = build(replace(opts, chunks=opts.small_chunks), small_settings, real_embedder(settings, base),
+                                pool, say)
+        result["small"]["server"] = serve(small_settings, small_data, [], say,
+                                          one_paragraph_documents(pool, WRITES, 1), pool.questions[-600:-300])
+    writes = one_paragraph_documents(pool, WRITES, 2) if opts.writes else None
+    result["server"] = serve(settings, data_dir, questions[:opts.queries], say, writes, pool.questions[-300:])
+    if opts.writes:
+        from rag.pipeline import Pipeline
+
+        real = real_embedder(settings, base)
+        config = Pipeline(settings, embedder=real).index_config
+        result["embedding_floor_ms"] = summary_ms(embedding_floor_ms(real, writes, config))
     result["in_process"] = in_process(settings, questions[opts.queries:], opts.nprobes, say)
     result["markdown"] = markdown(result)
     write_results(result, opts.out, "scale")
     return result
-
-
-def markdown(r: dict) -> str:
-    b = r.get("build", {})
-    s, p = r["server"], r["in_process"]
-    http = {h["endpoint"]: h["latency_ms"] for h in s["http"]}
-    rows = [
-        ("chunks / sentences / documents", f"{b.get('chunks', '?')} / {b.get('sentences', '?')} / {b.get('documents', '?')}"),
-        ("vector index", json.dumps(b.get("vector_index", {}))),
-        ("build without embedding (chunking, BM25, FAISS, snapshot)",
-         f"{b.get('build_without_embedding_s', '?')} s (+ {b.get('stand_in_embedder_s', '?')} s in the pool "
-         f"stand-in), peak RSS {b.get('build_peak_rss_mib', '?')} MiB"),
-        ("index on disk", f"{r['index_bytes'] / 2**30:.2f} GiB"),
-        ("`rag serve` cold start to ready", f"{s['cold_start_readyz_s']} s"),
-        ("serving RSS at ready / peak", f"{s['rss_at_ready_mib']} / {s['peak_rss_mib']} MiB"),
-        ("HTTP /search p50 / p95 (1 client)", f"{http['/search']['p50']} / {http['/search']['p95']} ms"),
-        ("HTTP /ask p50 / p95 (1 client)", f"{http['/ask']['p50']} / {http['/ask']['p95']} ms"),
-        ("query embedding p50", f"{p['query_embedding_ms']['p50']} ms"),
-        ("dense (FAISS) p50 / p95", f"{p['dense_ms']['p50']} / {p['dense_ms']['p95']} ms"),
-        ("BM25 p50 / p95", f"{p['bm25_ms']['p50']} / {p['bm25_ms']['p95']} ms"),
-        ("hybrid search p50 / p95 (no embedding)", f"{p['hybrid_search_ms']['p50']} / {p['hybrid_search_ms']['p95']} ms"),
-        ("dense recall@10 vs exact", f"{p['dense_recall_at_10']}"),
-        ("exact (flat) search p50, same vectors", f"{p['exact_search_ms']['p50']} ms"),
-    ]
-    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    lines += ["", "| nprobe | recall@10 | search p50 ms | p95 ms |", "|---|---|---|---|"]
-    for row in p["recall_sweep"]:
-        mark = " (default)" if row["default"] else ""
-        lines.append(f"| {row['nprobe']}{mark} | {row['recall_at_10']} | {row['search_ms']['p50']} | "
-                     f"{row['search_ms']['p95']} |")
-    return "\n".join(lines)

@@ -201,13 +201,13 @@ def test_unknown_route_and_wrong_method(api):
 def test_readyz_is_503_and_ask_is_503_when_the_index_cannot_load(tmp_path, tmp_pipeline, serve_pipeline):
     index_dir = tmp_path / "broken" / "index"
     index_dir.mkdir(parents=True)
-    (index_dir / "CURRENT").write_text("snap-missing")
+    (index_dir / "CURRENT").write_text("manifest-missing.json")
     pipeline = tmp_pipeline(tmp_path / "broken")
     with serve_pipeline(pipeline, ready=False) as client:
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
         assert r.status_code == 503
-        assert "snap-missing" in r.json()["detail"]
+        assert "manifest-missing.json" in r.json()["detail"]
         r = client.post("/ask", json={"question": "What did Peskov say?"})
         assert r.status_code == 503 and isinstance(r.json()["detail"], str)
 

@@ -51,7 +51,7 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
     out = tmp_path / "out"
     code = main(["--data-dir", str(data_dir), "bench-scale", "--chunks", "1200", "--squad",
                  str(_tiny_squad(tmp_path / "squad.json")), "--work", str(tmp_path / "work"), "--queries", "10",
-                 "--nprobes", "2,32", "--out", str(out)])
+                 "--nprobes", "2,32", "--small-chunks", "200", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert (out / "scale.md").read_text().strip() == printed.strip()
@@ -59,7 +59,8 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
 
     b = r["build"]
     assert 1000 <= b["chunks"] <= 1400 and b["sentences"] > b["chunks"]
-    assert b["vector_index"]["type"] == "ivf-flat" and b["vector_index"]["vectors"] == b["chunks"]
+    assert b["segments"] == 1 and [v["type"] for v in b["vector_index"]] == ["ivf-flat"]
+    assert b["vector_index"][0]["vectors"] == b["chunks"]
     assert 0 < b["build_without_embedding_s"] < b["build_s"] and b["build_peak_rss_mib"] > 0
     assert r["index_bytes"] > 0 and "chunks.faiss" in r["index_files"]
 
@@ -76,3 +77,12 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
     # 32 of 32 clusters scans every vector (ties in float order aside, exact search)
     assert 0 < sweep[2]["recall_at_10"] <= sweep[32]["recall_at_10"] and sweep[32]["recall_at_10"] >= 0.98
     assert p["dense_recall_at_10"] == sweep[32]["recall_at_10"] and sweep[32]["default"]
+
+    # The write phase, on this index and on a small one: every write acknowledged and then visible.
+    small = r["small"]
+    assert 100 <= small["chunks"] <= 400
+    for w in (s["writes"], small["server"]["writes"]):
+        assert w["writes"] == w["write_ms"]["n"] == 60 and w["delete_ms"]["n"] == 30
+        assert w["not_visible_after_ack"] == 0 and w["errors"] == 0 and w["write_ms"]["p50"] > 0
+    assert r["embedding_floor_ms"]["n"] == 60 and r["embedding_floor_ms"]["p50"] > 0
+    assert "write p50 / embedding p50" in printed and "write p50 large / small" in printed
