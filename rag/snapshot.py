@@ -65,9 +65,19 @@ def write_segment(index: Index, root: Path, *, staged: bool = False) -> str:
     tmp = root / f".tmp-{name}"
     tmp.mkdir()
     try:
+        offsets, fields = [0], []
         with open(tmp / "documents.jsonl", "wb") as f:
             for d in index.documents:
-                f.write(_document_line(d))
+                line = _document_line(d)
+                f.write(line)
+                offsets.append(offsets[-1] + len(line))
+                fields.append({"id": d.id, "source": d.source, "title": d.title, "metadata": d.metadata,
+                               "chars": len(d.text) if not isinstance(d, StoredDocument) else d.chars})
+        # The fields without the texts, and where each line starts: a start reads these, not the texts.
+        np.save(tmp / "documents.offsets.npy", np.asarray(offsets, dtype=np.int64))
+        with open(tmp / "documents.fields.jsonl", "w", encoding="utf-8") as f:
+            for r in fields:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
         table = np.column_stack([index.chunk_doc_row, index.chunk_bounds, index.chunk_sentences]).astype(np.int64)
         np.save(tmp / "chunks.npy", table.reshape(-1, 5))
         np.save(tmp / "sentences.npy", np.asarray(index.sentences, dtype=np.int64))
@@ -245,7 +255,19 @@ def _document_line(doc) -> bytes:
 
 
 def _read_stored_documents_lazily(path: Path) -> list[StoredDocument]:
-    """Documents whose texts stay on disk (DocumentTexts); each line is parsed once, for its fields."""
+    """Documents whose texts stay on disk (DocumentTexts). Their fields and line offsets come from
+    the small files beside documents.jsonl (parsing every text at a million chunks took seconds)."""
+    offsets_path, fields_path = path.with_name("documents.offsets.npy"), path.with_name("documents.fields.jsonl")
+    if offsets_path.is_file() and fields_path.is_file():
+        offsets = np.load(offsets_path).tolist()
+        with open(fields_path, encoding="utf-8") as f:
+            fields = [json.loads(line) for line in f]
+        if len(offsets) != len(fields) + 1 or offsets[-1] != path.stat().st_size:
+            raise IndexCorruptError(f"{fields_path.parent}: the documents' fields disagree with documents.jsonl")
+        for r in fields:
+            r["metadata"] = r.get("metadata") or {}
+        texts = DocumentTexts(path, offsets)
+        return [StoredDocument(texts=texts, row=row, **f) for row, f in enumerate(fields)]
     fields, offsets = [], [0]
     with open(path, "rb") as f:
         for line in f:
