@@ -142,33 +142,39 @@ class BM25Index:
         n = max(len(text_tokens), 1)
         keys = np.asarray(full_ids, dtype=np.int64) * n + np.asarray(full_rows, dtype=np.int64)
         in_text_keys = np.unique(np.asarray(text_keys, dtype=np.int64) * n + np.asarray(text_rows, dtype=np.int64))
-        return cls._from_keys(vocab, keys, in_text_keys, n, lengths)
+        return cls._from_keys(vocab, keys, n, lengths, in_text_keys=in_text_keys)
 
     @classmethod
-    def _from_keys(cls, vocab: dict[str, int], keys: np.ndarray, in_text_keys: np.ndarray, n: int,
-                   lengths: np.ndarray, tf: np.ndarray | None = None) -> "BM25Index":
-        """Postings from (term * n + row) keys, one per token (or per posting with `tf`)."""
+    def _from_keys(cls, vocab: dict[str, int], keys: np.ndarray, n: int, lengths: np.ndarray, *,
+                   in_text_keys: np.ndarray | None = None, tf: np.ndarray | None = None,
+                   in_text: np.ndarray | None = None) -> "BM25Index":
+        """Postings from (term * n + row) keys: one per token (counted into term frequencies), or
+        one per posting with its `tf` and `in_text` given (a merge)."""
         if tf is None:
             unique, counts = np.unique(keys, return_counts=True)
             tf = counts.astype(np.float32)
+            pos = np.minimum(np.searchsorted(in_text_keys, unique), max(len(in_text_keys) - 1, 0))
+            in_text = in_text_keys[pos] == unique if len(in_text_keys) else np.zeros(len(unique), dtype=bool)
         else:
             order = np.argsort(keys, kind="stable")
-            unique, tf = keys[order], tf[order]
-        terms, rows = np.divmod(unique, n)
-        indptr = np.searchsorted(terms, np.arange(len(vocab) + 1)).astype(np.int64)
-        in_text = np.isin(unique, in_text_keys, assume_unique=True)
-        text_df = np.bincount(terms[in_text], minlength=len(vocab))
-        return cls(vocab, indptr, rows.astype(np.int32), tf.astype(np.float32), in_text, lengths,
-                   text_df.astype(np.int32))
+            unique, tf, in_text = keys[order], tf[order], in_text[order]
+            del order
+        # Term boundaries straight from the sorted keys (no per-posting term array: a merge at a
+        # million chunks handles ~10^8 postings).
+        indptr = np.searchsorted(unique, np.arange(len(vocab) + 1, dtype=np.int64) * n).astype(np.int64)
+        rows = (unique % n).astype(np.int32)
+        running = np.concatenate(([0], np.cumsum(in_text, dtype=np.int64)))
+        text_df = running[indptr[1:]] - running[indptr[:-1]]
+        del running
+        return cls(vocab, indptr, rows, tf.astype(np.float32), in_text, lengths, text_df.astype(np.int32))
 
     @classmethod
     def merged(cls, parts: Sequence[tuple["BM25Index", np.ndarray]]) -> "BM25Index":
         """One segment's postings from the given rows of others (in that order), without tokenizing
         again: term ids are mapped onto a common vocabulary and rows renumbered."""
         vocab: dict[str, int] = {}
-        keys, tfs, text_keys, lengths = [], [], [], []
-        total = sum(len(rows) for _, rows in parts)
-        n = max(total, 1)
+        keys, tfs, in_text, lengths = [], [], [], []
+        n = max(sum(len(rows) for _, rows in parts), 1)
         offset = 0
         for part, keep in parts:
             keep = np.asarray(keep, dtype=np.int64)
@@ -176,19 +182,18 @@ class BM25Index:
             new_row[keep] = offset + np.arange(len(keep))
             term_map = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part.terms()), dtype=np.int64,
                                    count=len(part.vocab))
-            rows = np.asarray(part.rows[:], dtype=np.int64)
-            term_of = np.repeat(np.arange(len(part.vocab)), np.diff(part.indptr))
-            kept = new_row[rows] >= 0
-            k = term_map[term_of[kept]] * n + new_row[rows[kept]]
-            keys.append(k)
+            rows = new_row[np.asarray(part.rows[:], dtype=np.int64)]
+            kept = rows >= 0
+            term_of = np.repeat(term_map, np.diff(part.indptr))[kept]
+            keys.append(term_of * n + rows[kept])
+            del term_of, rows
             tfs.append(np.asarray(part.tf[:], dtype=np.float32)[kept])
-            text_keys.append(k[np.asarray(part.in_text[:], dtype=bool)[kept]])
+            in_text.append(np.asarray(part.in_text[:], dtype=bool)[kept])
             lengths.append(part.lengths[keep])
             offset += len(keep)
-        keys_all = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-        return cls._from_keys(vocab, keys_all, np.sort(np.concatenate(text_keys)) if text_keys else keys_all, n,
-                              np.concatenate(lengths) if lengths else np.zeros(0, np.float32),
-                              tf=np.concatenate(tfs) if tfs else np.zeros(0, np.float32))
+        cat = (lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype))
+        return cls._from_keys(vocab, cat(keys, np.int64), n, cat(lengths, np.float32), tf=cat(tfs, np.float32),
+                              in_text=cat(in_text, bool))
 
     def terms(self) -> list[str]:
         """The vocabulary in term-id order."""
