@@ -83,6 +83,7 @@ class Ingestor:
         store = self.store
         report = IngestReport(skipped=list(skipped or []))
         config = store.builder.config
+        salvaged: list[Document] = []
         with store.exclusive():
             try:
                 previous = store.stored()

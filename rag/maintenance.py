@@ -44,11 +44,12 @@ class Maintenance:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the thread (a merge being built finishes first; it is committed or left unpublished)."""
+        """Stop the thread. A merge still being built is not waited for long: the thread is a daemon,
+        and a merge cut short by the process's exit leaves only a staged directory (removed later)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=120)
+            self._thread.join(timeout=5)
         self._thread = None
 
     def _run(self) -> None:
