@@ -114,6 +114,7 @@ class BM25Index:
         self.lengths = lengths  # float32 (chunks)
         self.text_df = text_df  # int32 (terms): chunks holding the term in their text
         self.size = len(lengths)
+        self._view: BM25View | None = None
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -203,23 +204,22 @@ class BM25Index:
         return out
 
     # -- one part of a query ---------------------------------------------------------------
-    def part_stats(self, terms: Sequence[str], live: np.ndarray | None) -> CorpusStats:
-        df, text_df = {}, {}
-        for t in set(terms):
-            tid = self.vocab.get(t)
-            if tid is None:
-                df[t] = text_df[t] = 0
-                continue
-            a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
-            if live is None:
-                df[t], text_df[t] = b - a, int(self.text_df[tid])
-            else:
-                alive = live[np.asarray(self.rows[a:b])]
-                df[t] = int(np.count_nonzero(alive))
-                text_df[t] = int(np.count_nonzero(alive & np.asarray(self.in_text[a:b])))
+    def term_counts(self, term: str, live: np.ndarray | None) -> tuple[int, int]:
+        """Live chunks holding `term` (titles included) and holding it in their text."""
+        tid = self.vocab.get(term)
+        if tid is None:
+            return 0, 0
+        a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
         if live is None:
-            return CorpusStats(self.size, float(self.lengths.sum(dtype=np.float64)), df, text_df)
-        return CorpusStats(int(np.count_nonzero(live)), float(self.lengths[live].sum(dtype=np.float64)), df, text_df)
+            return b - a, int(self.text_df[tid])
+        alive = live[np.asarray(self.rows[a:b])]
+        return int(np.count_nonzero(alive)), int(np.count_nonzero(alive & np.asarray(self.in_text[a:b])))
+
+    def totals(self, live: np.ndarray | None) -> tuple[int, float]:
+        """Live chunks and their total length."""
+        if live is None:
+            return self.size, float(self.lengths.sum(dtype=np.float64))
+        return int(np.count_nonzero(live)), float(self.lengths[live].sum(dtype=np.float64))
 
     def part_scores(self, tokens: Sequence[str], stats: CorpusStats, out: np.ndarray) -> None:
         """Add each query token's BM25 contribution to `out` (this segment's rows). A repeated
@@ -240,7 +240,10 @@ class BM25Index:
 
     # -- the reader API on this segment alone ------------------------------------------------
     def view(self) -> "BM25View":
-        return BM25View([(self, None)])
+        """This segment alone, all of it live (made once: it caches term counts)."""
+        if self._view is None:
+            self._view = BM25View([(self, None)])
+        return self._view
 
     def scores(self, query: str, stats: CorpusStats | None = None) -> np.ndarray:
         return self.view().scores(query, stats)
@@ -283,22 +286,43 @@ class BM25Index:
 
 class BM25View:
     """BM25 over several segments' postings as one index: global statistics over live chunks,
-    scores in one row space (segment after segment), deleted chunks scoring 0."""
+    scores in one row space (segment after segment), deleted chunks scoring 0. Immutable like the
+    index it belongs to, so corpus totals are computed once and term counts cached."""
+
+    TERM_CACHE = 8192
 
     def __init__(self, parts: Sequence[tuple[BM25Index, np.ndarray | None]]):
         self.parts = list(parts)
         self.offsets = np.cumsum([0] + [p.size for p, _ in self.parts])
         self.rows = int(self.offsets[-1])
-        self.size = sum(p.size if live is None else int(np.count_nonzero(live)) for p, live in self.parts)
+        totals = [part.totals(live) for part, live in self.parts]
+        self.size = sum(n for n, _ in totals)
+        self._length = sum(length for _, length in totals)
+        self._dead = [None if live is None else np.flatnonzero(~live) for _, live in self.parts]
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def _term(self, term: str) -> tuple[int, int]:
+        counts = self._counts.get(term)
+        if counts is None:
+            df = text_df = 0
+            for part, live in self.parts:
+                a, b = part.term_counts(term, live)
+                df, text_df = df + a, text_df + b
+            counts = (df, text_df)
+            with self._lock:
+                if len(self._counts) >= self.TERM_CACHE:
+                    self._counts.clear()
+                self._counts[term] = counts
+        return counts
 
     def stats(self, query: str) -> CorpusStats:
         return self._stats(tokenize([query])[0])
 
     def _stats(self, terms: Sequence[str]) -> CorpusStats:
-        total = CorpusStats()
-        for part, live in self.parts:
-            total = total + part.part_stats(terms, live)
-        return total
+        counts = {t: self._term(t) for t in set(terms)}
+        return CorpusStats(self.size, self._length, {t: c[0] for t, c in counts.items()},
+                           {t: c[1] for t, c in counts.items()})
 
     def scores(self, query: str, stats: CorpusStats | None = None) -> np.ndarray:
         """BM25 score of every chunk row for `query` (zeros when the query has no indexable word).
@@ -308,28 +332,26 @@ class BM25View:
         if not tokens or not self.rows:
             return out
         stats = stats if stats is not None else self._stats(tokens)
-        for (part, live), start in zip(self.parts, self.offsets[:-1].tolist()):
+        for (part, _), dead, start in zip(self.parts, self._dead, self.offsets[:-1].tolist()):
             view = out[start:start + part.size]
             part.part_scores(tokens, stats, view)
-            if live is not None:
-                view[~live] = 0.0
+            if dead is not None:
+                view[dead] = 0.0
         return out
 
     def idf(self, terms) -> dict[str, float]:
         """Inverse document frequency over chunk text without titles (a title repeated in every
         chunk of a document would make its words look common)."""
-        stats = self._stats(list(terms))
-        n = max(stats.chunks, 1)
-        return {t: _idf(n, stats.text_df.get(t, 0)) for t in terms}
+        n = max(self.size, 1)
+        return {t: _idf(n, self._term(t)[1]) for t in terms}
 
     def scored_idf(self, terms) -> dict[str, float]:
         """Inverse document frequency as the scores use it (titles included): comparing a score with
         an ideal one needs the same IDF on both sides."""
-        stats = self._stats(list(terms))
-        if not stats.chunks:
+        if not self.size:
             return {t: 0.0 for t in terms}
-        return {t: _idf(stats.chunks, stats.df.get(t, 0)) for t in terms}
+        return {t: _idf(self.size, self._term(t)[0]) for t in terms}
 
     def document_frequency(self, term: str) -> int:
         """Live chunks whose text (titles aside) contains the (already tokenized) term."""
-        return self._stats([term]).text_df.get(term, 0)
+        return self._term(term)[1]
