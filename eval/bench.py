@@ -176,7 +176,7 @@ def bench_ingest(pipeline, documents: list) -> dict:
     index = pipeline.index
     # Exactly what build_index embedded, in its order and batches: chunk texts, then sentence texts.
     chunk_texts = [c.text for c in index.chunks]
-    sentence_texts = [index.documents[row].text[a:b] for row, a, b in index.sentences.tolist()]
+    sentence_texts = [index.documents[row].text[a:b] for row, a, b in index.sentences[:].tolist()]
     batch = 1024  # as build_index
     parts = []
     with batch_threads():  # as ingest (matters for the torch backend)
@@ -220,7 +220,8 @@ def bench_floor(pipeline, questions: QuestionStream, n: int, top_k: int) -> dict
     from rag.config import available_cpus
 
     flat = faiss.IndexFlatIP(pipeline.index.config.dimension)
-    flat.add(np.ascontiguousarray(pipeline.index.chunk_vectors(), dtype=np.float32))
+    flat.add(np.ascontiguousarray(pipeline.index.vectors.reconstruct_batch(np.arange(pipeline.index.rows)),
+                                  dtype=np.float32))
     for q in questions.take(3):  # warm-up: first-call costs of the service's query session
         pipeline.ask(q, top_k)
     by_threads, ask = {}, []

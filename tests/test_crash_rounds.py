@@ -108,10 +108,11 @@ def limit_file_size(max_bytes: int):
 
 
 def test_a_full_disk_refuses_writes_and_loses_no_acknowledged_one(data_dir, tmp_path):
-    """Under `ulimit -f` the journal (and the snapshots) cannot grow: writes that do not fit get 507,
-    those acknowledged all survive kill -9, and the journal stays readable (no torn record)."""
+    """Under `ulimit -f` the journal (and a flushed segment) cannot grow: writes that do not fit get
+    507, those acknowledged all survive kill -9, and the journal stays readable (no torn record)."""
     limit = 20 * 1024
-    server = ServerProcess(data_dir, tmp_path / "server.log", env={"RAG_SNAPSHOT_EVERY": "4"},
+    # A flush after 20 writes: their segment's sentence vectors (~30 KB) do not fit either.
+    server = ServerProcess(data_dir, tmp_path / "server.log", env={"RAG_SNAPSHOT_EVERY": "20"},
                            preexec_fn=limit_file_size(limit))
     acknowledged: dict[str, str] = {}
     refused: list[str] = []
@@ -134,11 +135,11 @@ def test_a_full_disk_refuses_writes_and_loses_no_acknowledged_one(data_dir, tmp_
                         break
             assert acknowledged and len(refused) == 3, (len(acknowledged), server.log_tail())
             assert client.get(f"{server.base_url}/documents/{refused[0]}").status_code == 404
-            # Snapshots failed too (each file of a snapshot is bounded as well) and left the previous one.
-            assert "snapshot failed" in server.log_tail()
+            # The flush failed too (each file of a segment is bounded as well) and left the previous manifest.
+            assert "flush failed" in server.log_tail()
             server.kill()
             assert journal_path(data_dir).stat().st_size <= limit
-            assert not list((data_dir / "index").glob(".tmp-snap-*")), "a failed snapshot left its pieces"
+            assert not list((data_dir / "index").glob(".tmp-seg-*")), "a failed flush left its pieces"
 
             server.preexec_fn = None  # room again
             server.start()
