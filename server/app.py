@@ -98,7 +98,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         return JSONResponse({"detail": detail}, status_code=503)
 
     access = Access(pipeline.settings)
-    inflight = InFlight()
+    inflight = app.state.inflight = InFlight()  # API requests in flight (counted by the guard)
     query_api.register(app, pipeline, metrics, access, inflight)
 
     @app.get("/", include_in_schema=False)
