@@ -57,9 +57,11 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1, le=4096)
     embed_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         "onnx", description="onnx (fp32, default), onnx-int8 (quantized) or torch.")
-    embed_threads: int = Field(0, ge=0, le=256, description="Threads per query embedding; 0 = every CPU the "
-                                                            "process may use (fastest for a lone question; "
-                                                            "concurrent ones are batched). Ingest uses all.")
+    embed_threads: int = Field(0, ge=0, le=256, description="Threads per query embedding; 0 = automatic: one "
+                                                            "per question, one question per CPU at once (more "
+                                                            "are batched), a lone question on every CPU the "
+                                                            "process may use when that has lately been faster. "
+                                                            "Ingest uses all.")
 
     chunk_size: int = Field(1000, ge=100, le=20000, description="Target chunk length in characters.")
     chunk_overlap: int = Field(1, ge=0, le=10, description="Sentences shared by consecutive chunks.")

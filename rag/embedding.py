@@ -8,11 +8,12 @@ Backends (`RAG_EMBED_BACKEND`):
   index built with it is not mixed with fp32 vectors.
 - `torch`: plain PyTorch.
 
-Query embeddings are micro-batched without a batching delay: a question arriving while fewer than
-`query_workers` model calls run is embedded at once in its own thread (no hand-off, nothing waits for a
-batch to fill); one arriving while they are all busy is queued, and each running call, when done, takes
-every queued question in one batch. So a lone question pays nothing, and under load questions share
-model calls and all cores.
+Query embeddings (see onnx_query for the ONNX query path) are micro-batched without a batching
+delay. A question arriving while nothing else is embedded is embedded at once in its own thread, on
+the session that has lately been the faster for a lone question: one intra-op thread, or every CPU the
+process may use. One arriving while other questions are embedded runs at once on a one-thread session
+while a CPU is free, else is queued, and each running call, when done, takes every queued question in
+one batch. So a lone question pays no hand-off, and under load questions share model calls and cores.
 """
 from __future__ import annotations
 
@@ -22,17 +23,19 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from collections import OrderedDict
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from .config import DEFAULT_MODEL, available_cpus
+from .onnx_query import PROBES, LeanEncoder, SessionChoice
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
@@ -128,23 +131,31 @@ class SentenceTransformerEmbedder:
         self._cache_lock = threading.Lock()
         self._torch_lock = threading.Lock()  # torch modules are shared; one forward pass at a time
         path = resolve_model_path(model)
+        onnx = backend != "torch"
+        # ONNX: by default a one-thread session for questions (it runs on the calling thread) and, with
+        # several CPUs, one using them all (bulk encoding, and a lone question when that is faster).
+        query_threads = (threads or 1) if onnx else threads
         try:
-            self._query_model = self._load(path, threads)
+            self._query_model = self._load(path, query_threads)
         except Exception as exc:  # noqa: BLE001 - many loader errors; say which model failed
             raise ValueError(f"cannot load embedding model {model!r} (from {path}, backend {backend}): {exc}") from exc
-        self._bulk_model = None
         self._path = path
         # What was loaded: the exported ONNX directory, or the model's own (benchmarks load it bare).
-        self.model_dir = self._exported(path) if backend != "torch" else path
+        self.model_dir = self._exported(path) if onnx else path
         self._dimension = int(self._query_model.get_embedding_dimension())
-        # Concurrent model calls for questions: as many as the CPUs allow at `threads` each. With every
-        # CPU in one call (the default), a lone question uses them all and questions arriving meanwhile
-        # share the next call as one batch.
-        per_call = threads if threads > 0 else available_cpus()
-        self._workers = query_workers or (max(1, available_cpus() // per_call) if backend != "torch" else 1)
-        self._active = 0  # model calls for queries running now
+        self._lean = LeanEncoder.from_model(self._query_model) if onnx else None
+        self._encoders = {"single": self._encoder(self._query_model)}
+        self._wide_model = None
+        # Concurrent model calls for questions: one per `threads` CPUs (one per CPU by default).
+        self._slots = query_workers or (max(1, available_cpus() // query_threads) if onnx else 1)
+        self._busy = 0  # slots taken by model calls for questions running now
         self._pending: list[tuple[str, Future]] = []
         self._batch_lock = threading.Lock()
+        self._choice: SessionChoice | None = None
+        if onnx and threads == 0 and available_cpus() > 1:
+            self._encoders["wide"] = self._encoder(self._wide())
+            self._choice = SessionChoice()
+            self._calibrate()
 
     # -- loading -------------------------------------------------------------------------
     def _load(self, path: str, threads: int):
@@ -161,9 +172,11 @@ class SentenceTransformerEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads > 0 else available_cpus()
         options.inter_op_num_threads = 1
-        # No busy-waiting between runs: spinning pool threads took the cores the server's event loop
-        # and request threads need (a question over HTTP embedded in twice its in-process time).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Pool threads spin only while a run lasts (waking a sleeping thread for each of the model's
+        # parallel sections costs more than the section) and stop as soon as it ends: spinning between
+        # runs took the cores the server's event loop and request threads need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
         onnx_path = self._exported(path)
         if self.backend == "onnx-int8":
@@ -219,21 +232,43 @@ class SentenceTransformerEmbedder:
                                show_progress_bar=show_progress)
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def _encoder(self, model) -> Callable[[list[str]], np.ndarray]:
+        """How questions are embedded on `model`'s session: the lean path when it gives the same vectors."""
+        if self._lean is not None:
+            return self._lean.with_session(model[0].auto_model.session).encode
+        return lambda texts: self._run(model, texts)
+
+    def _wide(self):
+        """The session using every CPU the process may use (ONNX; loaded once, on first need)."""
+        if self._wide_model is None:
+            self._wide_model = self._load(self._path, 0)
+        return self._wide_model
+
+    def _calibrate(self, rounds: int = 4) -> None:
+        """First latencies of a lone question on each session, so the first questions get the faster."""
+        probes = [p for p in PROBES if len(p) < 100]
+        for kind in SessionChoice.KINDS:
+            self._encoders[kind](probes[:1])  # a session's first run is several times slower
+        for _ in range(rounds):
+            for text in probes:
+                for kind in SessionChoice.KINDS:
+                    started = time.perf_counter()
+                    self._encoders[kind]([text])
+                    self._choice.record(kind, time.perf_counter() - started)
+
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Bulk encoding (ingest): ONNX gets its own session using every core."""
+        """Bulk encoding (ingest): ONNX uses the session with every CPU."""
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         model = self._query_model
         if self.backend != "torch" and available_cpus() > 1 and len(texts) > 1:
-            if self._bulk_model is None:
-                self._bulk_model = self._load(self._path, 0)
-            model = self._bulk_model
+            model = self._wide()
         return self._run(model, list(texts), show_progress)
 
-    def _embed_queries(self, batch: list[tuple[str, Future]]) -> None:
+    def _embed_queries(self, batch: list[tuple[str, Future]], kind: str) -> None:
         texts = list(dict.fromkeys(t for t, _ in batch))
         try:
-            vectors = dict(zip(texts, self._run(self._query_model, texts)))
+            vectors = dict(zip(texts, self._encoders[kind](texts)))
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
             for _, future in batch:
                 future.set_exception(exc)
@@ -244,27 +279,39 @@ class SentenceTransformerEmbedder:
     def _embed_query(self, text: str) -> np.ndarray:
         future: Future = Future()
         with self._batch_lock:
-            lead = self._active < self._workers
-            if lead:
-                self._active += 1
+            kind, slots = None, 0
+            if self._busy == 0 and self._choice is not None and self._choice.pick() == "wide":
+                kind, slots = "wide", self._slots  # it uses every CPU: questions arriving meanwhile queue
+            elif self._busy < self._slots:
+                kind, slots = "single", 1
             else:
                 self._pending.append((text, future))  # a running call picks it up when it finishes
-        if lead:
-            self._lead([(text, future)], hand_off=True)
+            alone = self._busy == 0
+            self._busy += slots
+        if kind is not None:
+            self._lead([(text, future)], kind, slots, timed=alone and self._choice is not None)
         return future.result()
 
-    def _lead(self, batch: list[tuple[str, Future]], *, hand_off: bool) -> None:
+    def _lead(self, batch: list[tuple[str, Future]], kind: str, slots: int, *, timed: bool = False,
+              hand_off: bool = True) -> None:
         """Embed `batch`, then the questions queued meanwhile. A request thread does its own batch
         only and hands what is queued to a drain thread, so no request waits on other people's."""
         while batch:
-            self._embed_queries(batch)
+            started = time.perf_counter()
+            self._embed_queries(batch, kind)
+            if timed:  # a lone question: how fast this session is now
+                self._choice.record(kind, time.perf_counter() - started)
+                timed = False
             with self._batch_lock:
                 batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size:]
                 if not batch:
-                    self._active -= 1
+                    self._busy -= slots
+                elif slots > 1:  # the queued batch takes one CPU; the others go back to new arrivals
+                    self._busy -= slots - 1
+                    kind, slots = "single", 1
             if batch and hand_off:  # the drain thread inherits this call's slot
-                threading.Thread(target=self._lead, args=(batch,), kwargs={"hand_off": False}, daemon=True,
-                                 name="query-embedder-drain").start()
+                threading.Thread(target=self._lead, args=(batch, kind, slots), kwargs={"hand_off": False},
+                                 daemon=True, name="query-embedder-drain").start()
                 return
 
     def clear_query_cache(self) -> None:

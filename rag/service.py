@@ -108,6 +108,18 @@ class QueryService:
         self.embedder = embedder
         self.retriever = retriever
         self.generators = generators
+        self._refreshed_at = 0.0
+
+    def _refresh(self) -> None:
+        self.store.refresh()
+        self._refreshed_at = time.monotonic()
+
+    def may_read_disk(self) -> bool:
+        """Whether the next search or question may read the disk: the store looks for other processes'
+        writes at most once per `refresh_interval_s` and reloads the index when it finds one. Counted
+        from this service's own looks, so it errs towards yes. (The server answers a lone question on
+        its event loop only when this says no.)"""
+        return time.monotonic() - self._refreshed_at >= getattr(self.store, "refresh_interval_s", 0.0)
 
     def check_question(self, question: str) -> str:
         if not isinstance(question, str) or not question.strip():
@@ -129,7 +141,7 @@ class QueryService:
     def search(self, query: str, top_k: int | None = None, *, filters: Filters | None = None,
                mode: RetrievalMode | None = None) -> list[Passage]:
         """Per-call arguments override the settings (`RAG_TOP_K`, `RAG_RETRIEVAL_MODE`)."""
-        self.store.refresh()
+        self._refresh()
         index = self.store.current  # 503 while loading
         query = self.check_question(query)
         return self._retrieve(index, query, top_k, filters, mode)[0]
@@ -152,7 +164,7 @@ class QueryService:
         """Everything before generation: validation, the standalone query, retrieval. Errors in the
         request surface here, before any streamed byte."""
         t0 = time.perf_counter()
-        self.store.refresh()
+        self._refresh()
         index = self.store.current  # one snapshot for the whole request (503 while loading)
         gen = self.generators.get(generator)
         question = self.check_question(question)

@@ -17,7 +17,7 @@ from rag.pipeline import Pipeline
 
 from . import collections_api, docs_assets, documents_api, errors, feedback, openai_api, query_api, startup
 from .auth import Access
-from .guard import Guard
+from .guard import Guard, InFlight
 from .hosts import HostCheck
 from .limits import BodySizeLimit
 from .observability import Metrics, RequestContext, journal_health, segment_health
@@ -98,7 +98,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         return JSONResponse({"detail": detail}, status_code=503)
 
     access = Access(pipeline.settings)
-    query_api.register(app, pipeline, metrics, access)
+    inflight = app.state.inflight = InFlight()  # API requests in flight (counted by the guard)
+    query_api.register(app, pipeline, metrics, access, inflight)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
@@ -119,7 +120,8 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     # Added innermost first: client address -> request context -> Host check -> CORS -> body limit
     # (size, JSON depth and encoding) -> rate limit / shedding -> routes. The body is read (bounded in
     # size and time) before a request takes an in-flight slot, so slow senders cannot hold the slots.
-    app.add_middleware(Guard, rate=s.rate_limit, burst=s.rate_burst, max_inflight=s.max_inflight, metrics=metrics)
+    app.add_middleware(Guard, rate=s.rate_limit, burst=s.rate_burst, max_inflight=s.max_inflight, metrics=metrics,
+                       inflight=inflight)
     app.add_middleware(BodySizeLimit, max_bytes=s.max_body_bytes, upload_bytes=s.max_upload_bytes)
     # Cross-origin use (the widget on someone's page) only for the origins listed in settings.
     app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_credentials=False,

@@ -22,16 +22,30 @@ class TokenBucket:
         self.stamp = now
 
 
+class InFlight:
+    """How many API requests are being served now: counted by the guard, read by routes that do
+    their work on the event loop when theirs is the only one (server/query_api.py)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class Guard:
     def __init__(self, app, *, rate: float, burst: int, max_inflight: int, metrics=None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, inflight: InFlight | None = None):
         self.app = app
         self.clock = clock
         self.rate, self.burst, self.max_inflight = rate, burst, max_inflight
         self.metrics = metrics
         self.buckets: dict[str, TokenBucket] = {}
-        self.inflight = 0
+        self.counter = inflight or InFlight()
         self._last_prune = clock()
+
+    @property
+    def inflight(self) -> int:
+        return self.counter.count
 
     def _take(self, client: str) -> float:
         """0 when the client may go ahead, else seconds until it may."""
@@ -62,13 +76,14 @@ class Guard:
             if wait > 0:
                 return await self._refuse(scope, send, 429, "rate limited: too many requests from this client",
                                           math.ceil(wait), "rate_limited")
-        if self.inflight >= self.max_inflight:
+        counter = self.counter
+        if counter.count >= self.max_inflight:
             return await self._refuse(scope, send, 503, "server is overloaded; retry shortly", 1, "overloaded")
-        self.inflight += 1
+        counter.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            counter.count -= 1
 
     async def _refuse(self, scope, send, status: int, detail: str, retry_after: int, reason: str) -> None:
         if self.metrics is not None:
