@@ -1,0 +1,143 @@
+"""Sharded retrieval equals the unsharded index's (fast tier: in-process shards, stand-in embedder).
+
+The Ray cluster tests (test_cluster.py) run the same coordinator over real Serve deployments; here
+the shards are plain objects, so the fusion itself is checked on every run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cluster.coordinator import ClusterPipeline, ShardSet, ShardsUnavailableError
+from cluster.lexical import LexStats, ShardLexicon
+from cluster.shard import LocalClient, Shard, shard_of
+from eval.datasets import load_squad
+from rag.config import Settings
+from rag.documents import Document
+from rag.pipeline import Pipeline
+
+from fakes import HashEmbedder
+from support import SEEDS, SQUAD
+
+SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def squad():
+    data = load_squad(SQUAD, limit_articles=3)
+    return data.corpus[:150], [i.question for i in data.items[:40]]
+
+
+@pytest.fixture(scope="module")
+def indexes(squad, tmp_path_factory):
+    docs, _ = squad
+    embedder = HashEmbedder()
+    base = dict(seed_dir=SEEDS, embed_model="hash-embedder", rate_limit=0)
+    single = Pipeline(Settings(data_dir=tmp_path_factory.mktemp("single"), **base), embedder=embedder)
+    single.ingest_documents(docs)
+    single.load(build_from_seeds=False)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("sharded"), **base)
+    shards = [Shard(settings, i, SHARDS, embedder=embedder) for i in range(SHARDS)]
+    for i, shard in enumerate(shards):
+        shard.pipeline.ingest_documents([d for d in docs if shard_of(d.id, SHARDS) == i])
+    sharded = ClusterPipeline(settings, ShardSet([LocalClient(s) for s in shards]), embedder=embedder)
+    sharded.load()
+    yield single, sharded, shards
+    single.close()
+
+
+def _same(a, b) -> None:
+    assert [p.chunk_id for p in a] == [p.chunk_id for p in b]
+    assert [p.text for p in a] == [p.text for p in b]
+    np.testing.assert_allclose([p.score for p in a], [p.score for p in b], rtol=1e-4, atol=1e-5)
+
+
+def test_both_shards_hold_documents(indexes, squad):
+    _, sharded, shards = indexes
+    sizes = [len(s.pipeline.index.documents) for s in shards]
+    assert min(sizes) > 0 and sum(sizes) == len(squad[0])
+    assert len(sharded.index.documents) == len(squad[0])
+
+
+def test_global_statistics_add_up_to_the_unsharded_ones(indexes):
+    single, _, shards = indexes
+    terms = {"museum", "london", "victoria", "albert"}
+    total = sum(ShardLexicon(s.pipeline.index).stats(terms) for s in shards)
+    whole = ShardLexicon(single.index).stats(terms)
+    assert total == whole
+    assert isinstance(total, LexStats) and total.n == len(single.index.chunks)
+
+
+def test_bm25_under_global_statistics_equals_the_index_own(indexes):
+    """The shard's scoring reproduces bm25s's own scores for the whole index."""
+    single, _, _ = indexes
+    lex = ShardLexicon(single.index)
+    for query in ("Victoria and Albert Museum collection", "when was the museum founded"):
+        tokens = __import__("rag.lexical", fromlist=["tokenize"]).tokenize([query])[0]
+        np.testing.assert_allclose(lex.scores(tokens, lex.stats(tokens)), single.index.bm25.scores(query),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+@pytest.mark.parametrize("fusion", ["weighted", "calibrated", "rrf"])
+def test_sharded_search_equals_unsharded(indexes, squad, mode, fusion):
+    single, sharded, _ = indexes
+    one = single.with_settings(fusion=fusion)
+    many = ClusterPipeline(Settings(**{**sharded.settings.model_dump(), "fusion": fusion}), sharded.shards,
+                           embedder=sharded.embedder)
+    many.load()
+    for question in squad[1]:
+        _same(one.search(question, 5, mode=mode), many.search(question, 5, mode=mode))
+
+
+def test_sharded_answers_equal_unsharded(indexes, squad):
+    single, sharded, _ = indexes
+    for question in squad[1][:15]:
+        a, b = single.ask(question), sharded.ask(question)
+        assert (a.answer, a.abstained) == (b.answer, b.abstained)
+        assert [(c.document_id, c.start, c.end, c.text) for c in a.citations] == \
+               [(c.document_id, c.start, c.end, c.text) for c in b.citations]
+
+
+def test_filters_apply_on_every_shard(indexes, squad):
+    single, sharded, _ = indexes
+    doc_ids = [d.id for d in squad[0][::7]]
+    for question in squad[1][:10]:
+        _same(single.search(question, 5, filters={"document_id": doc_ids}),
+              sharded.search(question, 5, filters={"document_id": doc_ids}))
+
+
+def test_writes_route_to_the_owning_shard(indexes):
+    _, sharded, shards = indexes
+    doc = Document("cluster-write-1", "api/cluster-write-1", "Zanzibar note",
+                   "The quokka orchestra of Zanzibar plays every Tuesday in the harbour.")
+    assert sharded.put_documents([doc]) == ["added"]
+    owner = shard_of(doc.id, SHARDS)
+    assert shards[owner].pipeline.index.document(doc.id) is not None
+    assert shards[1 - owner].pipeline.index.document(doc.id) is None
+    assert sharded.search("quokka orchestra Zanzibar", 1)[0].document_id == doc.id
+    sharded.delete_document(doc.id)
+    assert sharded.index.document(doc.id) is None
+
+
+class _Down:
+    def start(self, method, *args):
+        raise ConnectionError("node lost")
+
+
+def test_a_missing_shard_is_never_silent(indexes, squad):
+    _, sharded, shards = indexes
+    broken = ShardSet([LocalClient(shards[0]), _Down()])
+    strict = ClusterPipeline(sharded.settings, broken, embedder=sharded.embedder)
+    with pytest.raises(ShardsUnavailableError, match=r"shard\(s\) \[1\]"):
+        strict.service.search(squad[1][0], 5)
+    from cluster.coordinator import ANSWERED, Answered
+
+    broken.allow_partial = True
+    answered = Answered()
+    token = ANSWERED.set(answered)
+    try:
+        passages = strict.service.search(squad[1][0], 5)
+    finally:
+        ANSWERED.reset(token)
+    assert passages and all(shard_of(p.document_id, SHARDS) == 0 for p in passages)
+    assert answered.missing == {1} and answered.shards == 2
