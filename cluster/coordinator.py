@@ -9,6 +9,7 @@ naming it, or, with `RAG_CLUSTER_ALLOW_PARTIAL`, answer from the others with the
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from rag.service import Prepared, QueryService
 
 from .pool import PoolIndex
 from .shard import shard_of
+
+
+log = logging.getLogger("rag.cluster")
 
 
 class ShardsUnavailableError(UnavailableError):
@@ -238,9 +242,19 @@ class ClusterPipeline:
         service = self._service
         return service.generators.get(name) if service is not None and name in service.generators.names else None
 
-    def load(self, **_: Any) -> None:
-        """Wait until every shard answers (a shard opens its index when its replica starts)."""
-        self.shard_infos(partial=False)
+    def load(self, *, wait_s: float = 600.0, **_: Any) -> None:
+        """Wait until every shard answers (a shard opens its index when its replica starts; a node
+        that is down is waited for, up to `wait_s`)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.shard_infos(partial=False)
+                break
+            except UnavailableError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("waiting for the shards: %s", exc)
+                time.sleep(1.0)
         self.service  # the model, before the first question  # noqa: B018
         self._loaded = True
 

@@ -114,7 +114,8 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (or any sentence-transformers model) on the CPU, loaded once."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "onnx", batch_size: int = 64, threads: int = 0,
-                 cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None):
+                 cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None,
+                 bulk_threads: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0, got {batch_size}")
         if backend not in BACKENDS:
@@ -122,6 +123,7 @@ class SentenceTransformerEmbedder:
         self.name, self.backend = model, backend
         self.batch_size = batch_size
         self.threads = threads
+        self.bulk_threads = bulk_threads  # bulk encoding's threads; 0 = every CPU the process may use
         self.cache_dir = cache_dir
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
@@ -224,9 +226,9 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         model = self._query_model
-        if self.backend != "torch" and available_cpus() > 1 and len(texts) > 1:
+        if self.backend != "torch" and (self.bulk_threads or available_cpus()) > 1 and len(texts) > 1:
             if self._bulk_model is None:
-                self._bulk_model = self._load(self._path, 0)
+                self._bulk_model = self._load(self._path, self.bulk_threads)
             model = self._bulk_model
         return self._run(model, list(texts), show_progress)
 
