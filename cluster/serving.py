@@ -8,7 +8,9 @@ partial answer); Serve starts the replicas again when the node returns, and serv
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rag.config import Settings
@@ -57,11 +59,24 @@ class ServeClient:
 
         def wait(timeout_s: float):
             try:
+                if _in_event_loop():  # Serve refuses blocking waits there (an async route reading sizes)
+                    return _WAITER.submit(response.result, timeout_s=timeout_s).result()
                 return response.result(timeout_s=timeout_s)
             except TimeoutError:
                 response.cancel()
                 raise
         return wait
+
+
+_WAITER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shard-wait")
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def connect(settings: Settings, address: str) -> None:
