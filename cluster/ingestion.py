@@ -167,8 +167,6 @@ class ClusterIngestReport:
 
 def ingest(settings: Settings, paths: Sequence[str | Path], shards: int) -> ClusterIngestReport:
     """Bring the shards in line with `paths` (connected to Ray already)."""
-    import ray
-
     items = [p if is_url(p) else Path(p) for p in paths]
     loaded = load_paths(items, limits=limits_for(settings), fetch_options=fetch_options_for(settings))
     return ingest_documents(settings, loaded.documents, shards, skipped=loaded.skipped,

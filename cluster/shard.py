@@ -97,7 +97,7 @@ class Shard:
         return self._pack(index, rows, lexical[rows])
 
     def _pack(self, index, rows: np.ndarray, lexical: np.ndarray) -> Candidates:
-        ids, docs, texts, bounds, ranges, spans, sentence_rows = [], [], [], [], [], [], []
+        ids, docs, texts, bounds, ranges, sentence_rows = [], [], [], [], [], []
         documents: dict = {}
         for row in rows.tolist():
             chunk_id, doc_row, start, end = index.chunks.locate(row)

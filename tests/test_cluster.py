@@ -1,21 +1,17 @@
 """Ingestion and serving on a real Ray cluster: a head and a worker node on loopback addresses
-(127.0.0.2, 127.0.0.3; 1 CPU each, a small object store, their own temp dir, workers not niced).
-
-Stopped with `cluster.shutdown()` (the processes it started), never `ray stop`."""
+(127.0.0.2, 127.0.0.3; 1 CPU each, a small object store, their own temp dir, workers not niced;
+see cluster/localcluster.py), stopped with `cluster.shutdown()`, never `ray stop`."""
 from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.documents import Document
 from rag.pipeline import Pipeline
 
 from support import SEEDS, SQUAD, running_server, wait_ready
@@ -24,34 +20,14 @@ ray = pytest.importorskip("ray", reason="the cluster extra: pip install -e '.[cl
 pytestmark = pytest.mark.integration
 
 HEAD, WORKER = "127.0.0.2", "127.0.0.3"
-STORE = 100 * 2**20  # object store per node (Ray's minimum is 75 MiB)
-ENV = {"RAY_worker_niceness": "0", "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    from ray.cluster_utils import Cluster
+    from cluster.localcluster import local_cluster
 
-    tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    (tmp / "ray").mkdir()
-    saved = {k: os.environ.get(k) for k in [*ENV, "RAY_TMPDIR"]}
-    os.environ.update(ENV, RAY_TMPDIR=str(tmp))
-    cluster = Cluster(initialize_head=True, head_node_args={"node_ip_address": HEAD, "num_cpus": 1,
-                                                             "object_store_memory": STORE, "include_dashboard": False})
-    worker = cluster.add_node(node_ip_address=WORKER, num_cpus=1, object_store_memory=STORE)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, _node_ip_address=HEAD, log_to_driver=False, namespace="rag")
-    cluster.worker = worker
-    try:
+    with local_cluster(nodes=2, cpus=1) as cluster:
         yield cluster
-    finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -176,17 +152,19 @@ def test_a_write_lands_in_its_shard_and_survives_kill_9(served):
 
 
 def test_killing_a_node_degrades_and_then_recovers(served, ray_cluster, squad):
+    from cluster.localcluster import add_worker
+
     client, *_ = served
     question = squad[1][0]
     before = client.post("/search", json={"query": question, "top_k": 5}).json()["passages"]
-    ray_cluster.remove_node(ray_cluster.worker)
+    ray_cluster.remove_node(ray_cluster.workers[0])
     r = _wait_for(lambda: (r := client.post("/search", json={"query": question, "top_k": 5})).status_code == 503
                   and r, 60, "a 503 while the worker node is gone")
     assert "shard(s) [1]" in r.json()["detail"]
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert [s["status"] for s in ready.json()["shards"]] == ["up", "down"]
-    ray_cluster.worker = ray_cluster.add_node(node_ip_address=WORKER, num_cpus=1, object_store_memory=STORE)
+    ray_cluster.workers[0] = add_worker(ray_cluster, 1)
     _wait_for(lambda: client.get("/readyz").status_code == 200, 180, "the shard to come back with its node")
     after = client.post("/search", json={"query": question, "top_k": 5}).json()["passages"]
     assert [p["chunk_id"] for p in after] == [p["chunk_id"] for p in before]
