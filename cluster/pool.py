@@ -114,28 +114,22 @@ class PoolIndex:
                                  [t for p in parts for t in p.texts])
         # One row per distinct sentence (overlapping chunks share one, as in the index), a document's
         # sentences in text order, so each chunk's sentences stay one contiguous range of rows.
-        spans: dict[int, dict[tuple[int, int], np.ndarray]] = {}
-        chunk_spans: list[list[tuple[int, int]]] = []
-        for p in parts:
-            for (s0, s1), doc_id in zip(p.sentence_ranges.tolist(), p.chunk_docs):
-                mine = spans.setdefault(self.doc_row[doc_id], {})
-                keys = [tuple(ab) for ab in p.sentences[s0:s1].tolist()]
-                for key, vector in zip(keys, p.sentence_vectors[s0:s1]):
-                    mine.setdefault(key, vector)
-                chunk_spans.append(keys)
-        sentence_rows: dict[tuple[int, int, int], int] = {}
-        table, vectors16 = [], []
-        for d in sorted(spans):
-            for key in sorted(spans[d]):
-                sentence_rows[(d, *key)] = len(table)
-                table.append((d, *key))
-                vectors16.append(spans[d][key])
-        self.sentences = np.asarray(table, dtype=np.int64).reshape(-1, 3)
-        self.sentence_vectors = (np.stack(vectors16).astype(np.float16) if vectors16
-                                 else np.zeros((0, dim), dtype=np.float16))
-        self.chunk_sentences = np.asarray(
-            [(sentence_rows[(d, *keys[0])], sentence_rows[(d, *keys[-1])] + 1) if keys else (0, 0)
-             for d, keys in zip(doc_rows, chunk_spans)], dtype=np.int64).reshape(-1, 2)
+        offsets = np.cumsum([0] + [len(p.sentences) for p in parts])
+        ranges = cat([p.sentence_ranges + o for p, o in zip(parts, offsets)], (0, 2), np.int64)
+        spans = cat([p.sentences for p in parts], (0, 2), np.int64)
+        owner = np.zeros(len(spans), dtype=np.int64)  # each sentence's document row
+        lengths = ranges[:, 1] - ranges[:, 0]
+        owner[np.concatenate([np.arange(a, b) for a, b in ranges.tolist()]) if len(ranges) else []] = \
+            np.repeat(np.asarray(doc_rows, dtype=np.int64), lengths)
+        keys = np.column_stack([owner, spans]) if len(spans) else np.zeros((0, 3), np.int64)
+        self.sentences, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        self.sentence_vectors = (cat([p.sentence_vectors for p in parts], (0, dim), np.float16)[first]
+                                 .astype(np.float16))
+        nonempty = lengths > 0
+        self.chunk_sentences = np.zeros((len(ranges), 2), dtype=np.int64)
+        self.chunk_sentences[nonempty, 0] = inverse[ranges[nonempty, 0]]
+        self.chunk_sentences[nonempty, 1] = inverse[ranges[nonempty, 1] - 1] + 1
         self.vectors = faiss.IndexFlatIP(dim)
         vectors = cat([p.vectors for p in parts], (0, dim), np.float32)
         if len(vectors):

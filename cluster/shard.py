@@ -97,7 +97,7 @@ class Shard:
         return self._pack(index, rows, lexical[rows])
 
     def _pack(self, index, rows: np.ndarray, lexical: np.ndarray) -> Candidates:
-        ids, docs, texts, bounds, ranges, sentence_rows = [], [], [], [], [], []
+        ids, docs, texts = [], [], []
         documents: dict = {}
         for row in rows.tolist():
             chunk_id, doc_row, start, end = index.chunks.locate(row)
@@ -105,20 +105,21 @@ class Shard:
             if doc.id not in documents:
                 documents[doc.id] = {"source": doc.source, "title": doc.title, "metadata": dict(doc.metadata),
                                      "chars": len(doc.text)}
-            s0, s1 = index.chunk_sentences[row].tolist()
-            ranges.append((len(sentence_rows), len(sentence_rows) + s1 - s0))
-            sentence_rows.extend(range(s0, s1))
-            ids.append(chunk_id), docs.append(doc.id), bounds.append((start, end))
-            texts.append(doc.text[start:end])
+            ids.append(chunk_id), docs.append(doc.id), texts.append(doc.text[start:end])
         dim = index.config.dimension
-        vectors = (index.vectors.reconstruct_batch(rows) if len(rows) else np.zeros((0, dim), np.float32))
-        srows = np.asarray(sentence_rows, dtype=np.int64)
+        ranges = np.asarray(index.chunk_sentences[rows], dtype=np.int64).reshape(-1, 2)
+        lengths = ranges[:, 1] - ranges[:, 0]
+        sentence_rows = (np.concatenate([np.arange(a, b) for a, b in ranges.tolist()]) if len(rows)
+                         else np.zeros(0, dtype=np.int64))
+        ends = np.cumsum(lengths)
         return Candidates(shard=self.shard, chunk_ids=ids, chunk_docs=docs,
-                          bounds=np.asarray(bounds, dtype=np.int64).reshape(-1, 2), texts=texts,
-                          vectors=np.asarray(vectors, dtype=np.float32), lexical=np.asarray(lexical, np.float32),
-                          sentence_ranges=np.asarray(ranges, dtype=np.int64).reshape(-1, 2),
-                          sentences=np.asarray(index.sentences[srows][:, 1:], dtype=np.int64).reshape(-1, 2),
-                          sentence_vectors=np.asarray(index.sentence_vectors[srows], dtype=np.float16)
+                          bounds=np.asarray(index.chunk_bounds[rows], dtype=np.int64).reshape(-1, 2), texts=texts,
+                          vectors=(index.vectors.reconstruct_batch(rows) if len(rows)
+                                   else np.zeros((0, dim), np.float32)),
+                          lexical=np.asarray(lexical, np.float32),
+                          sentence_ranges=np.column_stack([ends - lengths, ends]).astype(np.int64),
+                          sentences=np.asarray(index.sentences[sentence_rows][:, 1:], dtype=np.int64).reshape(-1, 2),
+                          sentence_vectors=np.asarray(index.sentence_vectors[sentence_rows], dtype=np.float16)
                           .reshape(-1, dim), documents=documents)
 
     # -- documents ---------------------------------------------------------------------------
