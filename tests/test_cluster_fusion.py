@@ -24,7 +24,7 @@ SHARDS = 2
 @pytest.fixture(scope="module")
 def squad():
     data = load_squad(SQUAD, limit_articles=3)
-    return data.corpus[:150], [i.question for i in data.items[:40]]
+    return data.corpus[:150], [i.question for i in data.items[:24]]
 
 
 @pytest.fixture(scope="module")
