@@ -182,12 +182,25 @@ class _Sized:
 
 
 class ClusterView:
-    """What the app reads of `pipeline.index` (sizes, one document, a page of documents)."""
+    """What the app reads of `pipeline.index` (sizes, one document, a page of documents); the shards
+    are asked only for what is read."""
 
-    def __init__(self, shards: ShardSet, infos: dict[int, dict]):
+    def __init__(self, shards: ShardSet):
         self._shards = shards
-        self.documents = _Documents(shards, {i: info["documents"] for i, info in infos.items()})
-        self.chunks = _Sized(sum(info["chunks"] for info in infos.values()))
+        self._infos: dict[int, dict] | None = None
+
+    def _sizes(self) -> dict[int, dict]:
+        if self._infos is None:
+            self._infos = self._shards.fan_out("info", partial=False)
+        return self._infos
+
+    @property
+    def documents(self) -> _Documents:
+        return _Documents(self._shards, {i: info["documents"] for i, info in self._sizes().items()})
+
+    @property
+    def chunks(self) -> _Sized:
+        return _Sized(sum(info["chunks"] for info in self._sizes().values()))
 
     def document(self, doc_id: str) -> Document | None:
         return self._shards.call(shard_of(doc_id, len(self._shards)), "document", doc_id)
@@ -272,7 +285,7 @@ class ClusterPipeline:
 
     @property
     def index(self) -> ClusterView:
-        return ClusterView(self.shards, self.shard_infos(partial=False))
+        return ClusterView(self.shards)
 
     def refresh(self) -> None:
         """Each shard refreshes its own snapshot when it is asked."""

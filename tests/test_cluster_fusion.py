@@ -152,3 +152,10 @@ def test_a_missing_shard_is_never_silent(indexes, squad):
         ANSWERED.reset(token)
     assert passages and all(shard_of(p.document_id, SHARDS) == 0 for p in passages)
     assert answered.missing == {1} and answered.shards == 2
+
+
+def test_cluster_ingest_refuses_single_machine_options(tmp_path, capsys):
+    from ragcli.main import main
+
+    assert main(["--data-dir", str(tmp_path), "ingest", "--cluster", "127.0.0.2:6379", "--rebuild"]) == 2
+    assert "single-machine options" in capsys.readouterr().err
