@@ -164,7 +164,7 @@ class _Documents:
         return sum(self._counts.values())
 
     def __getitem__(self, key: slice) -> list[Document]:
-        ids = self._shards.fan_out("document_ids", partial=False)
+        ids = self._shards.fan_out("document_ids")
         order = [(i, d) for i in sorted(ids) for d in ids[i]][key]
         wanted: dict[int, list[str]] = {}
         for i, d in order:
@@ -191,7 +191,7 @@ class ClusterView:
 
     def _sizes(self) -> dict[int, dict]:
         if self._infos is None:
-            self._infos = self._shards.fan_out("info", partial=False)
+            self._infos = self._shards.fan_out("info")  # partial only where allowed, and then flagged
         return self._infos
 
     @property

@@ -149,6 +149,7 @@ def test_a_write_lands_in_its_shard_and_survives_kill_9(served):
     assert hits[0]["document_id"] == doc["id"]
     assert client.delete(f"/documents/{doc['id']}").status_code == 204
     assert client.get(f"/documents/{doc['id']}").status_code == 404
+    assert client.delete(f"/documents/{doc['id']}").status_code == 404  # the shard's own error, through Serve
 
 
 def test_killing_a_node_degrades_and_then_recovers(served, ray_cluster, squad):

@@ -159,3 +159,31 @@ def test_cluster_ingest_refuses_single_machine_options(tmp_path, capsys):
 
     assert main(["--data-dir", str(tmp_path), "ingest", "--cluster", "127.0.0.2:6379", "--rebuild"]) == 2
     assert "single-machine options" in capsys.readouterr().err
+
+
+def test_the_app_flags_partial_answers_and_reports_shards(indexes, squad):
+    from fastapi.testclient import TestClient
+
+    from cluster.app import create_cluster_app
+
+    _, sharded, shards = indexes
+    settings = Settings(**{**sharded.settings.model_dump(), "cluster_allow_partial": True})
+    pipeline = ClusterPipeline(settings, ShardSet([LocalClient(shards[0]), _Down()], allow_partial=True),
+                               embedder=sharded.embedder)
+    pipeline._loaded = True  # as after a start with both shards up; shard 1 has gone since
+    replicas = {0: {"node": "127.0.0.2", "replicas": {"RUNNING": 1}}, 1: {"node": "127.0.0.3", "replicas": {}}}
+    with TestClient(create_cluster_app(pipeline, replicas=lambda: replicas, load_in_background=False),
+                    base_url="http://127.0.0.1") as client:
+        r = client.post("/search", json={"query": squad[1][0], "top_k": 3})
+        assert r.status_code == 200 and r.json()["passages"]
+        assert (r.headers["x-rag-shards-answered"], r.headers["x-rag-shards-missing"]) == ("0", "1")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert [(s["shard"], s["status"], s["node"]) for s in ready.json()["shards"]] == \
+               [(0, "up", "127.0.0.2"), (1, "down", "127.0.0.3")]
+        assert "node lost" in ready.json()["shards"][1]["reason"]
+        metrics = client.get("/metrics").text
+        assert 'rag_cluster_shard_up{shard="1"} 0.0' in metrics and 'rag_cluster_shard_up{shard="0"} 1.0' in metrics
+        pipeline.shards.allow_partial = False
+        r = client.post("/search", json={"query": squad[1][0], "top_k": 3})
+        assert r.status_code == 503 and "shard(s) [1]" in r.json()["detail"]
