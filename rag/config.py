@@ -134,6 +134,18 @@ class Settings(BaseSettings):
                                                          "link-local or reserved addresses.")
     fetch_timeout_s: float = Field(20.0, gt=0, description="Time budget for fetching one URL (redirects included).")
 
+    # A Ray cluster (the optional `cluster` extra; docs/cluster.md): `rag ingest|serve --cluster`.
+    ray_address: str | None = Field(None, description="Ray cluster to ingest and serve on (host:port of its head).")
+    ray_node_ip: str | None = Field(None, description="This machine's address in the Ray cluster (default: Ray's guess).")
+    cluster_shards: int = Field(2, ge=1, le=256, description="Shards a cluster ingest splits documents into.")
+    cluster_replicas: int = Field(1, ge=1, le=64, description="Serve replicas per shard (read load), on its node.")
+    cluster_shard_cpus: float = Field(1.0, gt=0, le=256, description="CPUs each shard replica (and build) reserves.")
+    cluster_embed_cpus: float = Field(1.0, gt=0, le=256, description="CPUs per embedding actor at ingest "
+                                                                     "(its ONNX threads).")
+    cluster_timeout_s: float = Field(10.0, gt=0, le=600, description="How long a query waits for a shard.")
+    cluster_allow_partial: bool = Field(False, description="Answer from the shards that answered, flagged in the "
+                                                           "X-RAG-Shards-* headers, instead of 503.")
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

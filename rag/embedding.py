@@ -117,7 +117,8 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (or any sentence-transformers model) on the CPU, loaded once."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, backend: str = "onnx", batch_size: int = 64, threads: int = 0,
-                 cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None):
+                 cache_dir: Path | None = None, query_cache_size: int = 1024, query_workers: int | None = None,
+                 bulk_threads: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be greater than 0, got {batch_size}")
         if backend not in BACKENDS:
@@ -125,6 +126,7 @@ class SentenceTransformerEmbedder:
         self.name, self.backend = model, backend
         self.batch_size = batch_size
         self.threads = threads
+        self.bulk_threads = bulk_threads  # bulk encoding's threads; 0 = every CPU the process may use
         self.cache_dir = cache_dir
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
@@ -239,9 +241,9 @@ class SentenceTransformerEmbedder:
         return lambda texts: self._run(model, texts)
 
     def _wide(self):
-        """The session using every CPU the process may use (ONNX; loaded once, on first need)."""
+        """The session using every CPU the process may use, or `bulk_threads` (ONNX; loaded once, on first need)."""
         if self._wide_model is None:
-            self._wide_model = self._load(self._path, 0)
+            self._wide_model = self._load(self._path, self.bulk_threads)
         return self._wide_model
 
     def _calibrate(self, rounds: int = 4) -> None:
@@ -261,7 +263,7 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         model = self._query_model
-        if self.backend != "torch" and available_cpus() > 1 and len(texts) > 1:
+        if self.backend != "torch" and (self.bulk_threads or available_cpus()) > 1 and len(texts) > 1:
             model = self._wide()
         return self._run(model, list(texts), show_progress)
 

@@ -94,9 +94,16 @@ class CorpusStats:
                            {t: self.text_df.get(t, 0) + other.text_df.get(t, 0)
                             for t in self.text_df.keys() | other.text_df.keys()})
 
+    def __radd__(self, other):  # sum() starts from 0
+        return self if other == 0 else NotImplemented
+
     @property
     def average_length(self) -> float:
         return self.length / self.chunks if self.chunks else 1.0
+
+    def idf(self, df: int) -> float:
+        """Lucene's IDF over these chunks (as bm25s computes it)."""
+        return _idf(max(self.chunks, 1), df)
 
 
 class BM25Index:
@@ -317,9 +324,10 @@ class BM25View:
         return counts
 
     def stats(self, query: str) -> CorpusStats:
-        return self._stats(tokenize([query])[0])
+        return self.term_stats(tokenize([query])[0])
 
-    def _stats(self, terms: Sequence[str]) -> CorpusStats:
+    def term_stats(self, terms: Sequence[str]) -> CorpusStats:
+        """The statistics of (already tokenized) `terms` over these segments."""
         counts = {t: self._term(t) for t in set(terms)}
         return CorpusStats(self.size, self._length, {t: c[0] for t, c in counts.items()},
                            {t: c[1] for t, c in counts.items()})
@@ -327,11 +335,14 @@ class BM25View:
     def scores(self, query: str, stats: CorpusStats | None = None) -> np.ndarray:
         """BM25 score of every chunk row for `query` (zeros when the query has no indexable word).
         `stats` are the whole corpus' when these segments are only part of it (a shard)."""
+        return self.token_scores(tokenize([query])[0], stats)
+
+    def token_scores(self, tokens: Sequence[str], stats: CorpusStats | None = None) -> np.ndarray:
+        """`scores` for an already tokenized query (a repeated token counts twice, as in bm25s)."""
         out = np.zeros(self.rows, dtype=np.float32)
-        tokens = tokenize([query])[0]
         if not tokens or not self.rows:
             return out
-        stats = stats if stats is not None else self._stats(tokens)
+        stats = stats if stats is not None else self.term_stats(tokens)
         for (part, _), dead, start in zip(self.parts, self._dead, self.offsets[:-1].tolist()):
             view = out[start:start + part.size]
             part.part_scores(tokens, stats, view)

@@ -36,7 +36,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print("error: name files or directories to ingest (or use --rebuild alone to re-embed the stored "
               "documents)", file=sys.stderr)
         return 2
-    with Pipeline(_settings(args)) as pipeline:
+    settings = _settings(args)
+    address = getattr(args, "cluster", None) or settings.ray_address
+    if address:
+        return _cluster_ingest(args, settings, address)
+    with Pipeline(settings) as pipeline:
         bar, update = progress_bar("embedding")
         try:
             report = pipeline.ingest(args.paths, rebuild=args.rebuild, progress=update)
@@ -86,6 +90,33 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
 
+def _cluster_ingest(args: argparse.Namespace, settings, address: str) -> int:
+    from cluster.ingestion import ingest
+    from cluster.serving import connect
+
+    if args.rebuild or getattr(args, "collection", None):
+        print("error: --cluster ingests files into the default collection; --rebuild and --collection are "
+              "single-machine options", file=sys.stderr)
+        return 2
+    shards = args.shards or settings.cluster_shards
+    connect(settings, address)
+    report = ingest(settings, args.paths, shards)
+    for s in report.skipped:
+        print(f"{'failed' if s.failed else 'skipped'} {s.path}: {s.kind}: {s.reason}", file=sys.stderr)
+    nodes = ", ".join(f"{n}: {c}" for n, c in sorted(report.embedded_by_node.items()))
+    print(f"embedded {report.texts} texts in {report.embed_seconds:.1f} s across the cluster ({nodes}); "
+          f"built {shards} shards in {report.build_seconds:.1f} s", file=sys.stderr)
+    for r in report.shards:
+        print(f"shard {r['shard']}: {r['documents']} documents, {r['chunks']} chunks at {r['data_dir']}",
+              file=sys.stderr)
+    failed = [s for s in report.skipped if s.failed]
+    print(f"ingested: {report.total('added')} added, {report.total('updated')} updated, "
+          f"{report.total('unchanged')} unchanged, {report.total('removed')} removed, {len(report.skipped)} skipped "
+          f"({len(failed)} failed); {shards} shards hold {report.total('documents')} documents, "
+          f"{report.total('chunks')} chunks")
+    return 1 if failed else 0
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     result = None
@@ -123,6 +154,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_json, args.log_level)
+    address = args.cluster or settings.ray_address
+    if address:
+        from cluster import serving
+        from cluster.app import create_cluster_app
+
+        serving.connect(settings, address)
+        plan = serving.deploy(settings)
+        pipeline = serving.pipeline(settings, plan)
+        app = create_cluster_app(pipeline, replicas=lambda: serving.replicas(plan))
+        try:
+            uvicorn.run(app, **uvicorn_options(settings, log_level=args.log_level, access_log=False))
+        finally:
+            pipeline.close()  # the shards keep serving under Ray Serve; `serve shutdown` stops them
+        return 0
     app = create_app(settings=settings)
     # Our own access log carries request ids; uvicorn's would duplicate it.
     uvicorn.run(app, **uvicorn_options(settings, log_level=args.log_level, access_log=False))
@@ -163,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", help="a named collection (made with POST /collections); default: the default one")
     p.add_argument("--rebuild", action="store_true", help="re-embed everything: after changing the model, or to "
                    "recover a damaged index from its stored documents (no PATH needed)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="ingest on a Ray cluster (its head's host:port; "
+                   "RAG_RAY_ADDRESS): embed across its nodes, build each shard on its node (docs/cluster.md)")
+    p.add_argument("--shards", type=int, help="shards for --cluster (RAG_CLUSTER_SHARDS; default 2)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("check", help="verify every index file's checksum and the journal; --repair rebuilds "
@@ -185,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--cluster", metavar="ADDRESS", help="serve the shards ingested with --cluster from a Ray "
+                   "cluster (RAG_RAY_ADDRESS), each a Ray Serve deployment (docs/cluster.md)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("feedback", help="the widget's answer ratings")

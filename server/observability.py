@@ -134,9 +134,10 @@ class _PipelineCollector:
         segments = GaugeMetricFamily("rag_index_segments", "Segments of the served index")
         bad = GaugeMetricFamily("rag_index_damaged_segments", "Segments left out of search because they are damaged")
         merges = CounterMetricFamily("rag_index_merges", "Segment merges committed by this process")
-        if self.pipeline.ready:
-            segments.add_metric([], len(self.pipeline.index.segments))
-            bad.add_metric([], len(self.pipeline.index.damaged))
+        index = self.pipeline.index if self.pipeline.ready else None
+        if index is not None and hasattr(index, "segments"):  # a cluster's coordinator reports shards instead
+            segments.add_metric([], len(index.segments))
+            bad.add_metric([], len(index.damaged))
             merges.add_metric([], self.pipeline.store.maintenance.merges)
         yield docs
         yield chunks
