@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=50)
 
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
-    abstain_threshold: float = Field(0.14, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
+    abstain_threshold: float = Field(0.12, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
                                      "probability that the passages answer the question is below this (docs/quality.md).")
     answer_max_sentences: int = Field(2, ge=1, le=10)
     answer_max_words: int = Field(75, ge=5, le=1000)

@@ -39,7 +39,7 @@ class ExtractiveConfig:
     w_lexical: float = 0.5
     w_phrase: float = 0.1
     w_passage: float = 0.1
-    abstain_threshold: float = 0.14  # on the estimated probability that the passages answer the question
+    abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
     max_words: int = 75
