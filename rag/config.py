@@ -74,16 +74,19 @@ class Settings(BaseSettings):
 
     retrieval_mode: RetrievalMode = RetrievalMode.hybrid
     fusion: FusionMethod = FusionMethod.weighted
-    dense_weight: float = Field(0.2, ge=0.0, le=1.0, description="Weighted fusion: weight of the chunk's cosine.")
+    dense_weight: float = Field(0.15, ge=0.0, le=1.0, description="Weighted fusion: weight of the chunk's cosine.")
     sentence_weight: float = Field(0.4, ge=0.0, le=1.0,
-                                   description="Weighted fusion: weight of the chunk's best sentence cosine; "
-                                               "BM25 gets 1 - dense_weight - sentence_weight.")
+                                   description="Weighted fusion: weight of the chunk's best sentence cosine.")
+    match_weight: float = Field(0.2, ge=0.0, le=1.0,
+                                description="Weighted fusion: weight of the chunk's best sentence's lexical match "
+                                            "(IDF-weighted coverage of the question plus phrase coverage); BM25 "
+                                            "gets 1 - dense_weight - sentence_weight - match_weight.")
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(100, ge=1, le=10000, description="Candidates taken from each retriever before fusion.")
     top_k: int = Field(5, ge=1, le=50)
 
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
-    abstain_threshold: float = Field(0.14, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
+    abstain_threshold: float = Field(0.12, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
                                      "probability that the passages answer the question is below this (docs/quality.md).")
     answer_max_sentences: int = Field(2, ge=1, le=10)
     answer_max_words: int = Field(75, ge=5, le=1000)
@@ -220,9 +223,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
-        if self.dense_weight + self.sentence_weight > 1.0 + 1e-9:
-            raise ValueError(f"dense_weight + sentence_weight must be at most 1, got "
-                             f"{self.dense_weight} + {self.sentence_weight}")
+        if self.dense_weight + self.sentence_weight + self.match_weight > 1.0 + 1e-9:
+            raise ValueError(f"dense_weight + sentence_weight + match_weight must be at most 1, got "
+                             f"{self.dense_weight} + {self.sentence_weight} + {self.match_weight}")
         if self.generator not in ("extractive", "openai"):
             raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
         if self.protect_reads and not self.api_keys:

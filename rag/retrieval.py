@@ -1,6 +1,7 @@
 """Retrieval: dense (FAISS), lexical (BM25) and hybrid fusion by chunk row, within a filter's rows."""
 from __future__ import annotations
 
+import weakref
 
 import numpy as np
 from pydantic import BaseModel, Field, field_serializer
@@ -11,8 +12,8 @@ from .documents import page_of
 from .errors import InvalidInputError
 from .filters import Filter
 from .index import Index
-from .lexical import tokenize_cached
-from .scoring import PASSAGE_MODEL, query_terms
+from .lexical import tokenize, tokenize_cached
+from .scoring import PASSAGE_MODEL, QueryTerms, query_terms
 
 
 # Filters live in rag.filters; `Filters` is kept as the name the pipeline imports.
@@ -54,11 +55,15 @@ RERANK_DEPTH = 30  # candidates re-ranked by the calibrated score (FusionMethod.
 class Retriever:
     def __init__(self, embedder: Embedder, *, mode: RetrievalMode = RetrievalMode.hybrid,
                  fusion: FusionMethod = FusionMethod.weighted, dense_weight: float = 0.2,
-                 sentence_weight: float = 0.4, rrf_k: int = 60, candidates: int = 100):
+                 sentence_weight: float = 0.4, match_weight: float = 0.0, rrf_k: int = 60,
+                 candidates: int = 100):
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
         if not 0.0 <= sentence_weight <= 1.0 - dense_weight + 1e-9:
             raise ValueError(f"sentence_weight must be within [0, 1 - dense_weight], got {sentence_weight}")
+        if not 0.0 <= match_weight <= 1.0 - dense_weight - sentence_weight + 1e-9:
+            raise ValueError(f"match_weight must be within [0, 1 - dense_weight - sentence_weight], "
+                             f"got {match_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be greater than 0, got {candidates}")
         if rrf_k < 1:
@@ -68,6 +73,7 @@ class Retriever:
         self.fusion = FusionMethod(fusion)
         self.dense_weight = dense_weight
         self.sentence_weight = sentence_weight
+        self.match_weight = match_weight
         self.rrf_k = rrf_k
         self.candidates = candidates
 
@@ -101,7 +107,7 @@ class Retriever:
             rows = _top_rows(lexical_all, k)
             ranked = [(int(r), float(lexical_all[r])) for r in rows if lexical_all[r] > 0]
         else:
-            ranked = self._fuse(index, q, dense, lexical_all, k)
+            ranked = self._fuse(index, query, q, dense, lexical_all, k)
         passages = []
         if mode is RetrievalMode.hybrid and self.fusion is FusionMethod.calibrated:
             pool = ranked[:max(top_k, RERANK_DEPTH)]
@@ -153,7 +159,7 @@ class Retriever:
         scores, rows = index.dense_search(q, k, mask)
         return {int(r): float(s) for r, s in zip(rows, scores) if r >= 0}
 
-    def _fuse(self, index: Index, q: np.ndarray, dense: dict[int, float], lexical_all: np.ndarray,
+    def _fuse(self, index: Index, query: str, q: np.ndarray, dense: dict[int, float], lexical_all: np.ndarray,
               k: int) -> list[tuple[int, float]]:
         lex_rows = [int(r) for r in _top_rows(lexical_all, k) if lexical_all[r] > 0]
         if self.fusion is FusionMethod.rrf:
@@ -163,8 +169,9 @@ class Retriever:
                     fused[row] = fused.get(row, 0.0) + 1.0 / (self.rrf_k + rank)
             return sorted(fused.items(), key=lambda kv: -kv[1])
         # Weighted fusion over the union of both candidate lists, each candidate scored exactly by
-        # three signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
-        # at ingest) and BM25 (from the full score vector); each min-max normalised over the pool.
+        # four signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
+        # at ingest), BM25 (from the full score vector) and its best sentence's lexical match with
+        # the question; each min-max normalised over the pool.
         rows = np.array(sorted(set(dense) | set(lex_rows)), dtype=np.int64)
         missing = [r for r in rows.tolist() if r not in dense]
         if missing:
@@ -173,9 +180,12 @@ class Retriever:
                 dense[r] = float(s)
         d = np.array([dense[r] for r in rows.tolist()], dtype=np.float64)
         lex = lexical_all[rows].astype(np.float64)
-        score = self.dense_weight * _minmax(d) + (1.0 - self.dense_weight - self.sentence_weight) * _minmax(lex)
+        bm25_weight = 1.0 - self.dense_weight - self.sentence_weight - self.match_weight
+        score = self.dense_weight * _minmax(d) + bm25_weight * _minmax(lex)
         if self.sentence_weight > 0:
             score += self.sentence_weight * _minmax(best_sentence_cosine(index, rows, q))
+        if self.match_weight > 0:
+            score += self.match_weight * _minmax(best_sentence_match(index, rows, query_terms(query, index.bm25)))
         order = np.argsort(-score, kind="stable")
         return [(int(rows[i]), float(score[i])) for i in order]
 
@@ -191,6 +201,56 @@ def best_sentence_cosine(index: Index, rows: np.ndarray, q: np.ndarray) -> np.nd
     cos = index.sentence_matrix(sentence_rows) @ q
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     return np.maximum.reduceat(cos, starts).astype(np.float64)
+
+
+def best_sentence_match(index: Index, rows: np.ndarray, terms: QueryTerms) -> np.ndarray:
+    """For each chunk row, the best lexical match of one of its sentences with the question
+    (scoring.QueryTerms.sentence_match: IDF-weighted coverage plus phrase coverage). A question usually
+    asks about one sentence: BM25 over a whole chunk (a long paragraph in a paper) rewards words spread
+    over unrelated sentences, this does not."""
+    out = np.zeros(len(rows), dtype=np.float64)
+    if not terms.total or len(rows) == 0:
+        return out
+    ranges = index.chunk_sentences[rows].tolist()
+    tokens = _SENTENCE_TOKENS.get(index, np.concatenate([np.arange(s0, s1) for s0, s1 in ranges]))
+    match = [terms.sentence_match(t) for t in tokens]
+    pos = 0
+    for i, (s0, s1) in enumerate(ranges):
+        out[i] = max(match[pos:pos + s1 - s0], default=0.0)
+        pos += s1 - s0
+    return out
+
+
+class _SentenceTokenCache:
+    """Tokens of the current index's sentences by row: a question's ~150 candidate chunks hold ~1,500
+    sentences, and reading their documents' text (on demand from a snapshot) for each question cost
+    more than the rest of retrieval. Kept for one index at a time, bounded; dict operations are atomic
+    under the GIL, so concurrent queries at worst tokenize a sentence twice."""
+
+    LIMIT = 200_000  # sentences (~35 MB of token tuples); emptied when full
+
+    def __init__(self) -> None:
+        self._index: weakref.ref | None = None
+        self._tokens: dict[int, tuple[str, ...]] = {}
+
+    def get(self, index: Index, sentence_rows: np.ndarray) -> list[tuple[str, ...]]:
+        if self._index is None or self._index() is not index:
+            self._index, self._tokens = weakref.ref(index), {}
+        cache = self._tokens
+        rows = sentence_rows.tolist()
+        missing = [r for r in dict.fromkeys(rows) if r not in cache]
+        if missing:
+            if len(cache) + len(missing) > self.LIMIT:
+                cache.clear()
+            spans = index.sentences[np.asarray(missing, dtype=np.int64)].tolist()
+            texts: dict[int, str] = {}  # each document's text read once
+            found = tokenize([(texts.get(d) or texts.setdefault(d, index.documents[d].text))[a:b]
+                              for d, a, b in spans])
+            cache.update(zip(missing, map(tuple, found)))
+        return [cache[r] for r in rows]
+
+
+_SENTENCE_TOKENS = _SentenceTokenCache()
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -83,3 +83,24 @@ def test_broken_files_are_refused_clearly(tmp_path: Path):
         load_dataset(tmp_path / "missing.jsonl")
     with pytest.raises(DatasetError, match="unknown dataset format"):
         load_dataset(tmp_path / "z.csv")
+
+
+def test_calibration_fits_on_a_holdout_split_disjoint_from_the_reported_one():
+    from eval.calibrate import hold_out
+    from eval.datasets import Dataset, EvalItem, hold_out_articles
+    from rag.documents import make_document
+
+    articles = [f"a{n:02d}" for n in range(12)]
+    items = [EvalItem(id=f"{a}-q{k}", question=f"question {k} on {a}?", answers=("x",), gold_documents=(f"{a}-p",),
+                      article=a) for a in articles for k in range(3)]
+    corpus = [make_document(f"paragraph of {a}", source=a, id=f"{a}-p", metadata={"article": a}) for a in articles]
+    dataset = Dataset(name="toy", items=items, corpus=corpus)
+
+    def removed(split):
+        return {d.metadata["article"] for d in corpus} - {d.metadata["article"] for d in split.corpus}
+
+    reported, fitted = hold_out_articles(dataset, 6), hold_out(dataset, 6, 3)
+    assert removed(reported) == {"a00", "a06"} and removed(fitted) == {"a03", "a09"}
+    unanswerable = {i.id for i in fitted.items if not i.answerable}
+    assert unanswerable and unanswerable.isdisjoint({i.id for i in reported.items if not i.answerable})
+    assert sum(i.answerable for i in fitted.items) == len(unanswerable)  # balanced, as rag eval's split

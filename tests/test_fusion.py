@@ -61,3 +61,30 @@ def test_filters_apply_before_top_k(index):
 def test_passage_offsets_slice_the_stored_text(index):
     for p in index.search("storm", 4):
         assert index.index.document(p.document_id).text[p.start:p.end] == p.text
+
+
+def test_best_sentence_match_prefers_the_chunk_whose_one_sentence_holds_the_question(fake_pipeline):
+    import numpy as np
+
+    from rag.retrieval import best_sentence_match
+    from rag.scoring import query_terms
+
+    texts = {"spread": "The outbreak began in the winter. Officials counted the cases. The period after that was "
+                       "calm. Incubation was studied elsewhere.",
+             "focused": "Officials measured the incubation period of the outbreak in the winter. It was short."}
+    p = fake_pipeline()
+    p.ingest_documents([make_document(t, source=f"docs/{k}.txt", id=k) for k, t in texts.items()])
+    idx, question = p.index, "What was the incubation period of the outbreak?"
+    rows = np.arange(len(idx.chunks))
+    owners = [idx.documents[idx.chunks.locate(r)[1]].id for r in rows.tolist()]
+    match = dict(zip(owners, best_sentence_match(idx, rows, query_terms(question, idx.bm25)).tolist()))
+    assert match["focused"] > match["spread"] > 0
+    # Weighted alone, the signal ranks first the chunk with one sentence holding the question's words together.
+    only_match = Retriever(p.embedder, dense_weight=0.0, sentence_weight=0.0, match_weight=1.0)
+    assert _ids(only_match.search(idx, question, 2))[0] == "focused"
+    assert best_sentence_match(idx, rows, query_terms("zebra", idx.bm25)).tolist() == [0.0] * len(rows)
+
+
+def test_match_weight_must_leave_bm25_a_non_negative_share(index):
+    with pytest.raises(ValueError, match="match_weight"):
+        Retriever(index.embedder, dense_weight=0.5, sentence_weight=0.4, match_weight=0.2)

@@ -94,3 +94,18 @@ def test_natural_questions_about_the_seed_are_answered(seed_pipeline):
                      "What does Russia think of the plan?"):
         result = seed_pipeline.ask(question)
         assert not result.abstained, question
+
+
+def test_phrase_coverage_rewards_the_questions_words_side_by_side():
+    terms = query_terms("What is the incubation period of the virus?",
+                        _Terms({"incub": 3, "period": 20, "virus": 50}))
+    together = ["the", "incub", "period", "of", "the", "virus"]
+    apart = ["period", "of", "growth", "incub", "virus"]
+    from rag.lexical import tokenize
+
+    together, apart = tokenize([" ".join(together)])[0], tokenize([" ".join(apart)])[0]
+    assert terms.coverage(together) == pytest.approx(terms.coverage(apart))
+    assert terms.phrase_coverage(together) == pytest.approx(1.0) and terms.phrase_coverage(apart) < 0.5
+    assert terms.sentence_match(together) > terms.sentence_match(apart) > 0
+    assert terms.sentence_match(["unrelated"]) == 0.0
+    assert query_terms("virus", _Terms({"virus": 5})).phrase_coverage(["virus"]) == 0.0  # no pair to match
