@@ -132,6 +132,11 @@ class Ingestor:
             index = view.replaced([*kept, *new], journal_seq=seq)
             store.replace(index)
         if self.merge:
+            # What one ingest added is merged into one segment (a bulk load's segments are all alike:
+            # left apart, each one's searches add up), then whatever the tiered policy asks for.
+            named = [s.name for s in new]
+            if len(named) > 1 and sum(s.live_chunks for s in new) <= store.merge_policy.max_chunks:
+                store.maintenance.merge(named)
             store.maintenance.merge_pending()
             index = store.current
         report.documents, report.chunks = index.document_count, index.chunk_count

@@ -87,7 +87,16 @@ class Maintenance:
         picked = store.merge_policy.pick(view.segments) if view is not None else None
         if not picked:
             return False
-        inputs = [view.segments[i] for i in picked]
+        return self.merge([view.segments[i].name for i in picked])
+
+    def merge(self, names: list[str]) -> bool:
+        """Merge the named segments into one; returns whether it was committed (False when another
+        writer replaced one of them meanwhile)."""
+        store = self.store
+        view = store.current
+        inputs = [s for s in view.segments if s.name in set(names)]
+        if len(inputs) != len(names):
+            return False
         work = store.root / f".tmp-merge-{uuid.uuid4().hex[:8]}"
         work.mkdir(parents=True)
         self.merging = True

@@ -227,3 +227,27 @@ def test_a_crash_at_any_step_of_a_merge_loses_nothing(fake_pipeline, squad, monk
         reopened.load(build_from_seeds=False)
         assert {d.id: d.text for d in reopened.index.live_documents()} == expected, image
         assert _results(reopened, questions[:5]) == results, image
+
+
+def test_a_bulk_ingest_writes_segment_by_segment_and_leaves_one(fake_pipeline, squad, monkeypatch):
+    import rag.ingest
+
+    paragraphs, questions = squad
+    written = []
+    real = rag.ingest.write_segment
+
+    def counting(index, root, **kwargs):
+        written.append(len(index.documents))
+        return real(index, root, **kwargs)
+
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 5_000)  # a segment every few paragraphs
+    monkeypatch.setattr(rag.ingest, "write_segment", counting)
+    docs = [_doc(f"b{i}", *paragraphs[i]) for i in range(40)]
+    p = fake_pipeline(background_merge=False)
+    p.ingest_documents(docs)
+    assert len(written) > 3 and max(written) < len(docs)  # built and written one part at a time
+    assert len(p.index.segments) == 1 and p.index.document_count == len(docs)  # then merged into one
+    fresh = fake_pipeline(p.settings.data_dir.parent / "fresh")
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 10**9)
+    fresh.ingest_documents(docs)
+    assert _results(p, questions[:10]) == _results(fresh, questions[:10])
