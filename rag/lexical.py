@@ -154,21 +154,13 @@ class BM25Index:
 
     @classmethod
     def _from_keys(cls, vocab: dict[str, int], keys: np.ndarray, n: int, lengths: np.ndarray, *,
-                   in_text_keys: np.ndarray | None = None, tf: np.ndarray | None = None,
-                   in_text: np.ndarray | None = None) -> "BM25Index":
-        """Postings from (term * n + row) keys: one per token (counted into term frequencies), or
-        one per posting with its `tf` and `in_text` given (a merge)."""
-        if tf is None:
-            unique, counts = np.unique(keys, return_counts=True)
-            tf = counts.astype(np.float32)
-            pos = np.minimum(np.searchsorted(in_text_keys, unique), max(len(in_text_keys) - 1, 0))
-            in_text = in_text_keys[pos] == unique if len(in_text_keys) else np.zeros(len(unique), dtype=bool)
-        else:
-            order = np.argsort(keys, kind="stable")
-            unique, tf, in_text = keys[order], tf[order], in_text[order]
-            del order
-        # Term boundaries straight from the sorted keys (no per-posting term array: a merge at a
-        # million chunks handles ~10^8 postings).
+                   in_text_keys: np.ndarray) -> "BM25Index":
+        """Postings from (term * n + row) keys, one per token, counted into term frequencies."""
+        unique, counts = np.unique(keys, return_counts=True)
+        tf = counts.astype(np.float32)
+        pos = np.minimum(np.searchsorted(in_text_keys, unique), max(len(in_text_keys) - 1, 0))
+        in_text = in_text_keys[pos] == unique if len(in_text_keys) else np.zeros(len(unique), dtype=bool)
+        # Term boundaries straight from the sorted keys.
         indptr = np.searchsorted(unique, np.arange(len(vocab) + 1, dtype=np.int64) * n).astype(np.int64)
         rows = (unique % n).astype(np.int32)
         running = np.concatenate(([0], np.cumsum(in_text, dtype=np.int64)))
@@ -179,29 +171,44 @@ class BM25Index:
     @classmethod
     def merged(cls, parts: Sequence[tuple["BM25Index", np.ndarray]]) -> "BM25Index":
         """One segment's postings from the given rows of others (in that order), without tokenizing
-        again: term ids are mapped onto a common vocabulary and rows renumbered."""
+        again: term ids are mapped onto a common vocabulary and rows renumbered. Each part's postings
+        are already in row order within a term, and parts come in row order, so a stable sort by the
+        new term id alone (int32, not a term-and-row key) gives the merged postings: a merge at a
+        million chunks (~10^8 postings) holds a few posting-sized arrays, not a dozen."""
         vocab: dict[str, int] = {}
-        keys, tfs, in_text, lengths = [], [], [], []
-        n = max(sum(len(rows) for _, rows in parts), 1)
+        terms, rows, tfs, in_text, lengths = [], [], [], [], []
         offset = 0
         for part, keep in parts:
             keep = np.asarray(keep, dtype=np.int64)
-            new_row = np.full(part.size, -1, dtype=np.int64)
-            new_row[keep] = offset + np.arange(len(keep))
-            term_map = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part.terms()), dtype=np.int64,
+            new_row = np.full(part.size, -1, dtype=np.int32)
+            new_row[keep] = offset + np.arange(len(keep), dtype=np.int32)
+            term_map = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part.terms()), dtype=np.int32,
                                    count=len(part.vocab))
-            rows = new_row[np.asarray(part.rows[:], dtype=np.int64)]
-            kept = rows >= 0
-            term_of = np.repeat(term_map, np.diff(part.indptr))[kept]
-            keys.append(term_of * n + rows[kept])
-            del term_of, rows
+            part_rows = new_row[np.asarray(part.rows[:])]
+            kept = part_rows >= 0
+            terms.append(np.repeat(term_map, np.diff(part.indptr))[kept])
+            rows.append(part_rows[kept])
+            del part_rows
             tfs.append(np.asarray(part.tf[:], dtype=np.float32)[kept])
             in_text.append(np.asarray(part.in_text[:], dtype=bool)[kept])
             lengths.append(part.lengths[keep])
             offset += len(keep)
         cat = (lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype))
-        return cls._from_keys(vocab, cat(keys, np.int64), n, cat(lengths, np.float32), tf=cat(tfs, np.float32),
-                              in_text=cat(in_text, bool))
+        term_of = cat(terms, np.int32)
+        del terms
+        order = np.argsort(term_of, kind="stable")
+        indptr = np.searchsorted(term_of[order], np.arange(len(vocab) + 1)).astype(np.int64)
+        del term_of
+        rows_all = cat(rows, np.int32)[order]
+        del rows
+        tf_all = cat(tfs, np.float32)[order]
+        del tfs
+        in_text_all = cat(in_text, bool)[order]
+        del in_text, order
+        running = np.concatenate(([0], np.cumsum(in_text_all, dtype=np.int64)))
+        text_df = (running[indptr[1:]] - running[indptr[:-1]]).astype(np.int32)
+        del running
+        return cls(vocab, indptr, rows_all, tf_all, in_text_all, cat(lengths, np.float32), text_df)
 
     def terms(self) -> list[str]:
         """The vocabulary in term-id order."""
