@@ -5,7 +5,7 @@ indexes and URLs keep working. Every other collection lives in `RAG_DATA_DIR/col
 
     collection.json   name, created_at, the build settings it overrides (embedding model, chunking),
                       and the SHA-256 of each of its API keys (keys themselves are shown once, at creation)
-    index/            its index store (snapshots, journal), exactly like the default collection's
+    index/            its index store (segments, manifests, journal), exactly like the default collection's
 
 Pipelines are opened on first use and share one embedder per model. A key of one collection grants
 nothing on another; the server's own keys (`RAG_API_KEYS`) administer every collection.
@@ -193,7 +193,7 @@ class Collections:
             return pipeline
 
     def close(self) -> None:
-        """Compact and close the pipelines this registry opened (a clean stop leaves snapshots)."""
+        """Flush and close the pipelines this registry opened (a clean stop leaves an empty journal)."""
         with self._lock:
             for name in list(self._owned):
                 pipeline = self._pipelines.pop(name)

@@ -1,7 +1,7 @@
 """The pipeline: one object that the server, the CLI and evaluation all use, so that what is
 evaluated is what is served. It composes the parts and owns their lifetimes; the work is theirs:
 
-    store     (rag.store)    the one writer: lock, journal, snapshots, refresh; serves `current`
+    store     (rag.store)    the one writer: lock, journal, segments and flushes, refresh; serves `current`
     ingestor  (rag.ingest)   bulk ingest of files or documents
     service   (rag.service)  search, ask, streamed answer events
 

@@ -68,7 +68,7 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         else:
             load()
         yield
-        await run_in_threadpool(pipeline.compact)  # a clean stop leaves a snapshot and an empty journal
+        await run_in_threadpool(pipeline.compact)  # a clean stop flushes: segments, a manifest, an empty journal
         await run_in_threadpool(collections.close)  # the named collections' pipelines (compacted first)
         if owned:
             pipeline.close()
