@@ -27,12 +27,12 @@ WORKDIR /app
 # directories are empty stand-ins here (setuptools needs them); the CPU build of torch comes from the
 # PyTorch index (PyPI's default Linux wheel is the multi-GB CUDA build), as in the README's quick start.
 COPY pyproject.toml ./
-RUN mkdir -p rag server eval ragcli && touch README.md rag/__init__.py server/__init__.py eval/__init__.py \
-    ragcli/__init__.py \
+RUN mkdir -p rag server eval ragcli cluster && touch README.md rag/__init__.py server/__init__.py eval/__init__.py \
+    ragcli/__init__.py cluster/__init__.py \
  && pip install --no-deps --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install . \
  && pip uninstall -y rag-service \
- && rm -rf rag server eval ragcli README.md
+ && rm -rf rag server eval ragcli cluster README.md
 
 # Then the code.
 COPY README.md ./
@@ -40,6 +40,9 @@ COPY rag rag
 COPY server server
 COPY eval eval
 COPY ragcli ragcli
+# The Ray layer's code (its dependency is the optional `cluster` extra, not installed in this image;
+# a cluster image adds `pip install '.[cluster]'`, see docs/cluster.md).
+COPY cluster cluster
 COPY seeds seeds
 RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin rag \
