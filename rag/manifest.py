@@ -28,7 +28,7 @@ from .durable import fsync_path
 from .errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from .index import Index, IndexConfig
 from .segments import Segment, SegmentedIndex
-from .snapshot import (FORMAT_VERSION, SEGMENT_PREFIX, STAGED_PREFIX, load_segment, package_versions,
+from .snapshot import (FORMAT_VERSION, SEGMENT_PREFIX, STAGED_PREFIX, checked_config, load_segment, package_versions,
                        read_manifest, segment_documents, write_segment)
 from .vectors import VectorIndexPolicy
 
@@ -77,15 +77,7 @@ def load_state(root: Path, expected: IndexConfig | None = None, *, policy: Vecto
     the others are opened, checked by size (full checksums: `verify`). A segment that cannot be
     opened is left out and reported in `damaged`, so the rest stays searchable."""
     manifest = read_state(root)
-    try:
-        config = IndexConfig(**manifest["config"])
-    except TypeError as exc:
-        raise IndexCorruptError(f"{root}: the manifest has an unreadable config ({exc}); "
-                                "rebuild with `rag ingest --rebuild`") from exc
-    if expected is not None and (diffs := expected.differences(config)):
-        raise IndexMismatchError(
-            f"the index at {root} was built with other settings ({'; '.join(diffs)}). "
-            "Rebuild it with `rag ingest --rebuild` (re-embeds the stored documents) or change the settings back.")
+    config = checked_config(manifest.get("config") or {}, root / _current_name(root), expected)
     segments, damaged = [], []
     for entry in manifest["segments"]:
         name = entry["name"]

@@ -279,6 +279,20 @@ def _read_stored_documents_lazily(path: Path) -> list[StoredDocument]:
     return [StoredDocument(texts=texts, row=row, **f) for row, f in enumerate(fields)]
 
 
+def checked_config(raw, where: Path, expected: IndexConfig | None) -> IndexConfig:
+    """The settings a manifest at `where` records, refused when unreadable or (with `expected`)
+    different from what the current settings would build."""
+    try:
+        config = IndexConfig(**raw)
+    except TypeError as exc:
+        raise IndexCorruptError(f"{where} has an unreadable config ({exc}); rebuild with `rag ingest --rebuild`") from exc
+    if expected is not None and (diffs := expected.differences(config)):
+        raise IndexMismatchError(
+            f"the index at {where.parent} was built with other settings ({'; '.join(diffs)}). "
+            "Rebuild it with `rag ingest --rebuild` (re-embeds the stored documents) or change the settings back.")
+    return config
+
+
 def verify_segment(directory: Path) -> list[str]:
     """Every problem with a segment's files against its manifest's checksums (empty when intact)."""
     try:
@@ -305,17 +319,7 @@ def load_segment(directory: Path, expected: IndexConfig | None = None, *, verify
     if not snap.is_dir():
         raise IndexCorruptError(f"segment {snap} does not exist; rebuild with `rag ingest --rebuild`")
     manifest = read_manifest(snap)
-    try:
-        config = IndexConfig(**manifest["config"])
-    except TypeError as exc:
-        raise IndexCorruptError(f"{snap / 'manifest.json'} has an unreadable config ({exc}); "
-                                "rebuild with `rag ingest --rebuild`") from exc
-    if expected is not None:
-        diffs = expected.differences(config)
-        if diffs:
-            raise IndexMismatchError(
-                f"the index at {root} was built with other settings ({'; '.join(diffs)}). "
-                "Rebuild it with `rag ingest --rebuild` (re-embeds the stored documents) or change the settings back.")
+    config = checked_config(manifest.get("config"), snap / "manifest.json", expected)
     for rel, meta in manifest["files"].items():
         path = snap / rel
         if not path.is_file():
