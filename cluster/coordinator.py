@@ -309,14 +309,8 @@ class ClusterPipeline:
 
     def close(self) -> None:
         with self._lock:
-            if self._service is not None:
-                self._service.generators.close()
-                self._service = None
-            if self._owns_embedder and self._embedder is not None:
-                close = getattr(self._embedder, "close", None)
-                if close is not None:
-                    close()
-                self._embedder = None
+            components.release(self._service, self._embedder, owns_embedder=self._owns_embedder)
+            self._service = self._embedder = None
 
     # -- queries (the CLI and tests; the app goes through `ready_service`) -----------------------
     def search(self, query: str, top_k: int | None = None, *, filters: dict | None = None,

@@ -55,6 +55,17 @@ class Builder:
                            policy=self.policy, journal_seq=journal_seq)
 
 
+def release(service, embedder, *, owns_embedder: bool) -> None:
+    """Close what a pipeline made: its service's generators (their HTTP clients) and, when the
+    pipeline loaded it, the model (its sessions and threads)."""
+    if service is not None:
+        service.generators.close()
+    if owns_embedder and embedder is not None:
+        close = getattr(embedder, "close", None)
+        if close is not None:
+            close()
+
+
 class Generators:
     """The generators a service offers, by name, with the default and the fallback."""
 

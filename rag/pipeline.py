@@ -50,14 +50,8 @@ class Pipeline:
         with self._lock:
             if self._store is not None:
                 self._store.close()  # stops its maintenance thread
-            if self._service is not None:
-                self._service.generators.close()
-                self._service = None
-            if self._owns_embedder and self._embedder is not None:
-                close = getattr(self._embedder, "close", None)
-                if close is not None:
-                    close()
-                self._embedder = None
+            components.release(self._service, self._embedder, owns_embedder=self._owns_embedder)
+            self._service = self._embedder = None
 
     def with_settings(self, **overrides) -> "Pipeline":
         """A sibling pipeline with some query-time settings changed, sharing the embedder and, when the
