@@ -1,4 +1,4 @@
-"""Building an index: chunk, embed (only what changed) and index documents into a new `Index`."""
+"""Building a segment: chunk, embed and index documents into a new `Index`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,43 +16,19 @@ from .vectors import VectorIndexPolicy, build_vector_index
 
 @dataclass
 class _Plan:
-    """What a new index holds, row by row, before any embedding: reused rows of the previous index
-    (copied) and new texts (embedded)."""
+    """What a new segment holds, row by row, before any embedding: the texts to embed."""
 
     chunk_doc_row: list[int]
     chunk_bounds: list[tuple[int, int]]
     chunk_sentences: list[tuple[int, int]]
     sentences: list[tuple[int, int, int]]
-    reused_chunks: list[tuple[int, int, int]]  # (new first row, old first row, count)
-    reused_sentences: list[tuple[int, int, int]]
     new_chunks: list[tuple[int, str]]  # (row, text) to embed
     new_sentences: list[tuple[int, str]]
 
 
-def _doc_ranges(doc_rows: np.ndarray, n_docs: int) -> np.ndarray:
-    """[first, last) row of each document in a column of non-decreasing document rows."""
-    return np.searchsorted(doc_rows, np.arange(n_docs + 1))
-
-
-def _plan(documents: Sequence[Document], chunking: ChunkingConfig, reuse: Index | None) -> _Plan:
-    plan = _Plan([], [], [], [], [], [], [], [])
-    if reuse is not None:
-        old_chunks = _doc_ranges(reuse.chunk_doc_row, len(reuse.documents))
-        old_sents = _doc_ranges(np.asarray(reuse.sentences[:, 0]), len(reuse.documents))
+def _plan(documents: Sequence[Document], chunking: ChunkingConfig) -> _Plan:
+    plan = _Plan([], [], [], [], [], [])
     for row, doc in enumerate(documents):
-        old = reuse.document(doc.id) if reuse is not None else None
-        if old is not None and (old is doc or (old.title == doc.title and old.text == doc.text)):
-            o = reuse.doc_row[doc.id]
-            c0, c1 = int(old_chunks[o]), int(old_chunks[o + 1])
-            s0, s1 = int(old_sents[o]), int(old_sents[o + 1])
-            shift = len(plan.sentences) - s0
-            plan.reused_chunks.append((len(plan.chunk_doc_row), c0, c1 - c0))
-            plan.reused_sentences.append((len(plan.sentences), s0, s1 - s0))
-            plan.sentences.extend((row, int(a), int(b)) for _, a, b in np.asarray(reuse.sentences[s0:s1]).tolist())
-            plan.chunk_doc_row.extend([row] * (c1 - c0))
-            plan.chunk_bounds.extend(map(tuple, reuse.chunk_bounds[c0:c1].tolist()))
-            plan.chunk_sentences.extend((a + shift, b + shift) for a, b in reuse.chunk_sentences[c0:c1].tolist())
-            continue
         sent_index: dict[tuple[int, int], int] = {}
         sections = split_sentences(doc.text, chunking.size)
         for section in sections:
@@ -73,7 +49,7 @@ def texts_to_embed(documents: Sequence[Document], config: IndexConfig) -> tuple[
     """The chunk texts and sentence texts `build_index` embeds for `documents` (in its order), so
     that they can be embedded elsewhere (another machine) and handed back through an embedder that
     looks them up."""
-    plan = _plan(documents, ChunkingConfig(config.chunk_size, config.chunk_overlap), None)
+    plan = _plan(documents, ChunkingConfig(config.chunk_size, config.chunk_overlap))
     return [t for _, t in plan.new_chunks], [t for _, t in plan.new_sentences]
 
 
@@ -81,29 +57,15 @@ EMBED_BATCH = 1024  # texts per encode call at ingest: large enough that the mod
 
 
 def build_index(documents: Sequence[Document], embedder: Embedder, config: IndexConfig, *,
-                previous: Index | None = None, progress: Callable[[int, int], None] | None = None,
+                progress: Callable[[int, int], None] | None = None,
                 policy: VectorIndexPolicy = VectorIndexPolicy(), journal_seq: int = 0) -> Index:
-    """Chunk and embed `documents` into a new index.
-
-    Documents that `previous` already holds with the same content and settings keep their chunks and
-    vectors (no embedding); everything else is chunked and embedded in large batches, chunk texts
-    first, then sentences. `journal_seq` is the last journal change the new index contains.
-    """
-    chunking = ChunkingConfig(config.chunk_size, config.chunk_overlap)
-    reuse = previous if previous is not None and previous.config.same_vectors(config) else None
-    plan = _plan(documents, chunking, reuse)
-
+    """Chunk and embed `documents` into a new segment: chunk texts first, then sentences, in large
+    batches. (Unchanged documents are never rebuilt: they stay in their segments.) `journal_seq` is
+    the last journal change the segment contains."""
+    plan = _plan(documents, ChunkingConfig(config.chunk_size, config.chunk_overlap))
     dim = config.dimension
     chunk_matrix = np.zeros((len(plan.chunk_doc_row), dim), dtype=np.float32)
     sent_matrix = np.zeros((len(plan.sentences), dim), dtype=np.float16)
-    if plan.reused_chunks:
-        old_vectors = reuse.chunk_vectors()
-        for new, old, count in plan.reused_chunks:
-            chunk_matrix[new:new + count] = old_vectors[old:old + count]
-        del old_vectors
-        for new, old, count in plan.reused_sentences:
-            sent_matrix[new:new + count] = reuse.sentence_vectors[old:old + count]
-
     total = len(plan.new_chunks) + len(plan.new_sentences)
     done = 0
     if progress:
@@ -120,7 +82,7 @@ def build_index(documents: Sequence[Document], embedder: Embedder, config: Index
     doc_ids = [d.id for d in documents]
     bm25 = BM25Index.build([documents[r].text[a:b] for r, (a, b) in zip(plan.chunk_doc_row, plan.chunk_bounds)],
                            [titles[doc_ids[r]] for r in plan.chunk_doc_row] if config.index_titles else None)
-    vectors = build_vector_index(chunk_matrix, policy, reuse.vectors if reuse is not None else None)
+    vectors = build_vector_index(chunk_matrix, policy)
     return Index(config=config, documents=list(documents),
                  chunk_doc_row=np.asarray(plan.chunk_doc_row, dtype=np.int64),
                  chunk_bounds=np.asarray(plan.chunk_bounds, dtype=np.int64).reshape(-1, 2),

@@ -49,10 +49,10 @@ class Builder:
     config: IndexConfig
     policy: VectorIndexPolicy
 
-    def __call__(self, documents: Sequence[Document], previous: Index | None, *, journal_seq: int,
+    def __call__(self, documents: Sequence[Document], *, journal_seq: int,
                  progress: Callable[[int, int], None] | None = None) -> Index:
-        return build_index(documents, self.embedder, self.config, previous=previous, progress=progress,
-                           policy=self.policy, journal_seq=journal_seq)
+        return build_index(documents, self.embedder, self.config, progress=progress, policy=self.policy,
+                           journal_seq=journal_seq)
 
 
 def release(service, embedder, *, owns_embedder: bool) -> None:

@@ -29,12 +29,6 @@ class IndexConfig:
     index_titles: bool
     sentence_splitter: int = 1  # rag.chunking.SENTENCE_SPLITTER it was built with (absent from older manifests: 1)
 
-    def same_vectors(self, other: "IndexConfig") -> bool:
-        """Whether stored vectors can be reused (only BM25-side settings differ)."""
-        return (self.embed_model, self.dimension, self.embed_precision, self.chunk_size, self.chunk_overlap,
-                self.sentence_splitter) == (other.embed_model, other.dimension, other.embed_precision,
-                                            other.chunk_size, other.chunk_overlap, other.sentence_splitter)
-
     def differences(self, other: "IndexConfig") -> list[str]:
         mine, theirs = asdict(self), asdict(other)
         return [f"{k}: index has {theirs[k]!r}, settings say {mine[k]!r}" for k in mine if mine[k] != theirs[k]]

@@ -172,7 +172,7 @@ class Ingestor:
                 rate = (base + total) / max(seen, 1)
                 if progress:
                     progress(base + done, base + total + int(rate * (total_chars - seen)))
-            index = store.builder(batch, None, journal_seq=seq, progress=step)
+            index = store.builder(batch, journal_seq=seq, progress=step)
             done_texts += len(index.chunk_doc_row) + len(index.sentences)
             name = write_segment(index, store.root)
             segments.append(Segment(load_segment(store.root / name, index.config,

@@ -184,6 +184,6 @@ class Maintenance:
                                         "from the original files with `rag ingest --rebuild PATH...`")
             segments = list(view.segments)
             if docs:
-                segments.append(Segment(store.builder(docs, None, journal_seq=view.journal_seq)))
+                segments.append(Segment(store.builder(docs, journal_seq=view.journal_seq)))
             store.install(SegmentedIndex(view.config, tuple(segments), view.journal_seq, view.generation))
             return [name for name, _, _ in view.damaged]

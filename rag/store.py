@@ -38,11 +38,11 @@ log = logging.getLogger("rag.store")
 
 
 class IndexBuilder(Protocol):
-    """Builds a new index from documents, reusing `previous`'s vectors for unchanged ones."""
+    """Builds a new segment from documents (embedding every one of them)."""
 
     config: IndexConfig
 
-    def __call__(self, documents: Sequence[Document], previous: Index | None, *, journal_seq: int,
+    def __call__(self, documents: Sequence[Document], *, journal_seq: int,
                  progress: Callable[[int, int], None] | None = None) -> Index: ...
 
 
@@ -234,7 +234,7 @@ class IndexStore:
             segments[s] = segments[s].without(rows)
         new_docs = [d for d in final.values() if d is not None]
         if new_docs:
-            built = Segment(self.builder(new_docs, None, journal_seq=changes[-1].seq, progress=progress))
+            built = Segment(self.builder(new_docs, journal_seq=changes[-1].seq, progress=progress))
             if segments and segments[-1].name is None:  # one in-memory segment: combined, not stacked
                 built = Segment(merge_segments([segments[-1], built], view.config, self.settings.vector_policy))
                 segments[-1] = built
