@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
@@ -87,7 +89,29 @@ def _asking_stems() -> frozenset[str]:
     return frozenset(tokenize([_ASKING_VERBS])[0])  # stemmed once, not on every question
 
 
+# A request reads the question's terms three times (fusion, passage signals, sentence scores); they
+# depend only on the question and the (immutable) BM25 view, so the last few are kept per view.
+_RECENT_TERMS: "weakref.WeakKeyDictionary[object, dict[str, QueryTerms]]" = weakref.WeakKeyDictionary()
+_RECENT_LOCK = threading.Lock()
+_RECENT_PER_VIEW = 16
+
+
 def query_terms(question: str, bm25) -> QueryTerms:
+    with _RECENT_LOCK:
+        recent = _RECENT_TERMS.get(bm25)
+        found = recent.get(question) if recent is not None else None
+    if found is not None:
+        return found
+    terms = _query_terms(question, bm25)
+    with _RECENT_LOCK:
+        recent = _RECENT_TERMS.setdefault(bm25, {})
+        if len(recent) >= _RECENT_PER_VIEW:
+            recent.pop(next(iter(recent)))
+        recent[question] = terms
+    return terms
+
+
+def _query_terms(question: str, bm25) -> QueryTerms:
     how = _HOW_WORD.findall(question)
     shape = _asking_stems() | (set(tokenize([" ".join(how)])[0]) if how else set())
     all_tokens = tokenize([question])[0]

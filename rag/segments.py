@@ -9,6 +9,7 @@ dense results exactly, so a query sees what one index freshly built over the liv
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -68,17 +69,30 @@ def _offsets(sizes: Sequence[int]) -> np.ndarray:
 
 class _Rows:
     """Rows of per-segment arrays in the global row space, with each segment's offsets added to
-    the columns that hold row numbers of another table."""
+    the columns that hold row numbers of another table. (The first segment's offsets are 0, so a
+    lone segment's rows are read as they are: the common case costs one numpy read.)"""
 
     def __init__(self, parts: Sequence, offsets: np.ndarray, shift: Callable[[int, np.ndarray], None]):
         self._parts, self._offsets, self._shift = parts, offsets, shift
+        self._bounds = offsets.tolist()
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
-            return self[np.asarray([key])][0]
+            key = int(key)
+            if not 0 <= key < len(self):
+                return self[np.asarray([key])][0]  # negative or out of range: numpy's rules and errors
+            s = bisect_right(self._bounds, key) - 1
+            values = np.array(self._parts[s][key - self._bounds[s]])
+            if s:
+                self._shift(s, values)
+            return values
+        if len(self._parts) == 1 and not isinstance(key, slice):
+            rows = np.asarray(key, dtype=np.int64)
+            if rows.ndim == 1:
+                return np.array(self._parts[0][rows])
         rows = np.arange(*key.indices(len(self))) if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
         flat = rows.reshape(-1)
         seg = np.searchsorted(self._offsets, flat, side="right") - 1
@@ -102,14 +116,17 @@ class _Documents(Sequence):
 
     def __init__(self, segments: Sequence[Segment], offsets: np.ndarray):
         self._segments, self._offsets = segments, offsets
+        self._bounds = offsets.tolist()
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
     def __getitem__(self, row):  # type: ignore[override]
         row = int(row)
-        s = int(np.searchsorted(self._offsets, row, side="right")) - 1
-        return self._segments[s].index.documents[row - int(self._offsets[s])]
+        if not 0 <= row < len(self):
+            raise IndexError(f"document row {row} out of range for {len(self)} documents")
+        s = bisect_right(self._bounds, row) - 1
+        return self._segments[s].index.documents[row - self._bounds[s]]
 
 
 class _Chunks:
@@ -120,8 +137,9 @@ class _Chunks:
         return self._view.rows
 
     def _find(self, row: int) -> tuple[int, int]:
-        s = int(np.searchsorted(self._view.chunk_offsets, row, side="right")) - 1
-        return s, row - int(self._view.chunk_offsets[s])
+        bounds = self._view.chunk_bounds
+        s = bisect_right(bounds, row) - 1
+        return s, row - bounds[s]
 
     def locate(self, row: int) -> tuple[str, int, int, int]:
         s, local = self._find(int(row))
@@ -178,6 +196,10 @@ class SegmentedIndex:
         return _offsets([s.chunks for s in self.segments])
 
     @cached_property
+    def chunk_bounds(self) -> list[int]:
+        return self.chunk_offsets.tolist()
+
+    @cached_property
     def doc_offsets(self) -> np.ndarray:
         return _offsets([len(s.index.documents) for s in self.segments])
 
@@ -211,6 +233,8 @@ class SegmentedIndex:
         return _Rows([s.index.sentences for s in self.segments], self.sentence_offsets, shift)
 
     def sentence_matrix(self, rows) -> np.ndarray:
+        if len(self.segments) == 1:
+            return self.segments[0].index.sentence_matrix(rows)
         rows = np.arange(*rows.indices(int(self.sentence_offsets[-1]))) if isinstance(rows, slice) \
             else np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.config.dimension), dtype=np.float32)

@@ -3,6 +3,7 @@ reference-list lines stay searchable, but an answer quotes them only when no pro
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _ENDS_LIKE_A_SENTENCE = ".!?\"'\u201d\u2019)]:;"
 _LABEL_RE = re.compile(r"^\W*(fig(ure)?s?|tables?|supplementary|appendix|photo|image|credit|caption|source)\b[\s.:\dA-Z]",
@@ -17,6 +18,7 @@ _TRAILING_REFERENCE_RE = re.compile(r"(?<=[.!?\"'\u201d\u2019])[\s:\d,;\-\u2013\
 _CITATION_TAIL_RE = re.compile(r"(\bet al\.|\(\d{4}\)|\b\d{4};\s*\d|\bdoi\b|https?://)", re.IGNORECASE)
 
 
+@lru_cache(maxsize=1 << 16)  # a pure function of the text; the same sentences come back question after question
 def is_prose(text: str) -> bool:
     """A sentence that ends like one and is not a label, byline, metadata or reference line."""
     body = _TRAILING_REFERENCE_RE.sub("", text.strip())
