@@ -144,6 +144,11 @@ class PoolIndex:
         """Every pool row: the shards applied the filters (and left out deleted chunks)."""
         return None
 
+    def sentence_terms_of(self, rows: np.ndarray) -> None:
+        """Shards send sentence texts, not their stored terms: the pool (a few hundred chunks) is
+        tokenized where it is ranked."""
+        return None
+
     def dense_search(self, q: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         from rag.vectors import search
 

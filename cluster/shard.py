@@ -19,7 +19,7 @@ from rag.errors import IndexNotFoundError
 from rag.filters import Filter
 from rag.lexical import tokenize
 from rag.pipeline import Pipeline
-from rag.retrieval import MARGIN_DEPTH
+from rag.retrieval import MARGIN_DEPTH, positive_top
 
 from .lexical import LexStats, ShardLexicon
 from .pool import Candidates
@@ -88,7 +88,7 @@ class Shard:
             lexical = np.where(mask, lexical, -np.inf)
         rows = {int(r) for r in _top(lexical, MARGIN_DEPTH)}
         if mode is not RetrievalMode.dense:
-            rows |= {int(r) for r in _top(lexical, k) if lexical[r] > 0}
+            rows |= set(positive_top(lexical, k).tolist())  # with its ties, as the coordinator ranks
         if mode is not RetrievalMode.lexical:
             _, dense_rows = index.dense_search(vector, k, mask)
             rows |= {int(r) for r in dense_rows if r >= 0}

@@ -11,6 +11,7 @@ from .documents import Document
 from .embedding import Embedder
 from .index import Index, IndexConfig
 from .lexical import BM25Index
+from .sentence_terms import SentenceTerms
 from .vectors import VectorIndexPolicy, build_vector_index
 
 
@@ -83,9 +84,11 @@ def build_index(documents: Sequence[Document], embedder: Embedder, config: Index
     bm25 = BM25Index.build([documents[r].text[a:b] for r, (a, b) in zip(plan.chunk_doc_row, plan.chunk_bounds)],
                            [titles[doc_ids[r]] for r in plan.chunk_doc_row] if config.index_titles else None)
     vectors = build_vector_index(chunk_matrix, policy)
+    terms = SentenceTerms.of_texts([documents[r].text[a:b] for r, a, b in plan.sentences])
     return Index(config=config, documents=list(documents),
                  chunk_doc_row=np.asarray(plan.chunk_doc_row, dtype=np.int64),
                  chunk_bounds=np.asarray(plan.chunk_bounds, dtype=np.int64).reshape(-1, 2),
                  chunk_sentences=np.asarray(plan.chunk_sentences, dtype=np.int64).reshape(-1, 2),
                  sentences=np.asarray(plan.sentences, dtype=np.int64).reshape(-1, 3),
-                 sentence_vectors=sent_matrix, vectors=vectors, bm25=bm25, journal_seq=journal_seq)
+                 sentence_vectors=sent_matrix, vectors=vectors, bm25=bm25, journal_seq=journal_seq,
+                 sentence_terms=terms)

@@ -15,6 +15,7 @@ from .chunking import Chunk, Span
 from .errors import IndexCorruptError
 from .lexical import BM25Index
 from .npyfile import NpyFile
+from .sentence_terms import SentenceTerms
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Index:
     bm25: BM25Index
     journal_seq: int = 0  # the last journal change this snapshot contains
     vectors_source: str | None = None  # the file `vectors` was loaded from (memory-mapped), if any
+    sentence_terms: SentenceTerms | None = None  # each sentence's term hashes (None: an older segment)
 
     def __post_init__(self) -> None:
         self.check_consistency()
@@ -133,6 +135,10 @@ class Index:
 
         return search(self.vectors, q, k, mask)
 
+    def sentence_terms_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(hashes, owner) of sentence `rows` (SentenceTerms.read); None when not stored."""
+        return None if self.sentence_terms is None else self.sentence_terms.read(rows)
+
     def chunk_vectors(self) -> np.ndarray:
         n = len(self.chunk_doc_row)
         if n == 0:
@@ -160,5 +166,7 @@ class Index:
             problems.append("chunk document rows are out of order or out of range")
         if self.sentence_vectors.shape != (len(self.sentences), self.config.dimension):
             problems.append(f"{self.sentence_vectors.shape[0]} sentence vectors for {len(self.sentences)} sentences")
+        if self.sentence_terms is not None and len(self.sentence_terms) != len(self.sentences):
+            problems.append(f"terms of {len(self.sentence_terms)} sentences for {len(self.sentences)} sentences")
         if problems:
             raise IndexCorruptError("index is inconsistent: " + "; ".join(problems))

@@ -17,6 +17,7 @@ import numpy as np
 
 from .index import Index, IndexConfig
 from .lexical import BM25Index
+from .sentence_terms import SentenceTerms, merged as merged_terms
 from .segments import Segment
 from .vectors import VectorIndexPolicy, empty_vector_index, finish_vector_index
 
@@ -59,7 +60,8 @@ def _ranges(column: np.ndarray, n: int) -> np.ndarray:
 def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: VectorIndexPolicy, *,
                    sentence_file: Path | None = None) -> Index:
     """One in-memory segment holding the live documents of `segments` (in order). With
-    `sentence_file` the sentence vectors are written there (memory-mapped) instead of held in memory."""
+    `sentence_file` the sentence vectors and terms are written beside it (memory-mapped) instead of
+    held in memory."""
     documents: list = []
     chunk_doc_row, chunk_bounds, chunk_sentences, sentences = [], [], [], []
     picks = []  # per input: (segment, kept chunk rows, kept sentence rows)
@@ -114,13 +116,29 @@ def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: Vec
                                              dtype=np.float32))
     vectors = finish_vector_index(vectors, policy)
     bm25 = BM25Index.merged([(seg.index.bm25, keep) for seg, keep, _ in picks])
+    terms = merged_terms([_terms_of(seg.index, keep_sents) for seg, _, keep_sents in picks],
+                         sentence_file.parent if sentence_file is not None else None)
     if sentence_file is not None:
         sent_vectors.flush()
     cat = (lambda parts, cols: np.concatenate(parts).astype(np.int64).reshape(-1, cols) if parts
            else np.zeros((0, cols), np.int64))
     return Index(config=config, documents=documents, chunk_doc_row=cat(chunk_doc_row, 1).reshape(-1),
                  chunk_bounds=cat(chunk_bounds, 2), chunk_sentences=cat(chunk_sentences, 2),
-                 sentences=cat(sentences, 3), sentence_vectors=sent_vectors, vectors=vectors, bm25=bm25)
+                 sentences=cat(sentences, 3), sentence_vectors=sent_vectors, vectors=vectors, bm25=bm25,
+                 sentence_terms=terms)
+
+
+def _terms_of(index: Index, keep: np.ndarray) -> tuple[SentenceTerms, np.ndarray]:
+    """The kept sentences' stored terms; a segment written before terms were stored has its kept
+    sentences tokenized now (once: the merged segment stores them)."""
+    if index.sentence_terms is not None:
+        return index.sentence_terms, keep
+    texts, last, text = [], -1, ""
+    for d, a, b in np.asarray(index.sentences[keep]).reshape(-1, 3).tolist():  # in document order
+        if d != last:
+            last, text = d, index.documents[d].text  # each stored text read once
+        texts.append(text[a:b])
+    return SentenceTerms.of_texts(texts), np.arange(len(keep), dtype=np.int64)
 
 
 def _vectors_at(picks, rows: np.ndarray, dim: int) -> np.ndarray:

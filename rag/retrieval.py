@@ -100,23 +100,24 @@ class Retriever:
         lexical_all = index.bm25.scores(query) if mode in (RetrievalMode.lexical, RetrievalMode.hybrid) else None
         if lexical_all is not None and mask is not None:
             lexical_all = np.where(mask, lexical_all, -np.inf)
+        # The best lexical rows, once: fusion's candidates and the margin's top 20 are both among them.
+        lex_top = positive_top(lexical_all, k) if lexical_all is not None else None
 
         if mode is RetrievalMode.dense:
             ranked = sorted(dense.items(), key=lambda kv: -kv[1])
         elif mode is RetrievalMode.lexical:
-            rows = _top_rows(lexical_all, k)
-            ranked = [(int(r), float(lexical_all[r])) for r in rows if lexical_all[r] > 0]
+            ranked = [(int(r), float(lexical_all[r])) for r in lex_top]
         else:
-            ranked = self._fuse(index, query, q, dense, lexical_all, k)
+            ranked = self._fuse(index, query, q, dense, lexical_all, lex_top)
         passages = []
         if mode is RetrievalMode.hybrid and self.fusion is FusionMethod.calibrated:
             pool = ranked[:max(top_k, RERANK_DEPTH)]
-            pool_signals = self._signals(index, query, q, [r for r, _ in pool], dense, lexical_all)
+            pool_signals = self._signals(index, query, q, [r for r, _ in pool], dense, lexical_all, lex_top)
             order = sorted(range(len(pool)), key=lambda i: -PASSAGE_MODEL(**pool_signals[i]))[:top_k]
             top, signals = [pool[i] for i in order], [pool_signals[i] for i in order]
         else:
             top = ranked[:top_k]
-            signals = self._signals(index, query, q, [r for r, _ in top], dense, lexical_all)
+            signals = self._signals(index, query, q, [r for r, _ in top], dense, lexical_all, lex_top)
         for rank, ((row, fused), sig) in enumerate(zip(top, signals), start=1):
             chunk_id, doc_row, start, end = index.chunks.locate(row)
             doc = index.documents[doc_row]
@@ -127,7 +128,7 @@ class Retriever:
         return passages
 
     def _signals(self, index: Index, query: str, q: np.ndarray, rows: list[int], dense: dict[int, float],
-                 lexical_all: np.ndarray | None) -> list[dict]:
+                 lexical_all: np.ndarray | None, lex_top: np.ndarray | None) -> list[dict]:
         """The calibrated score's inputs for each returned chunk (scoring.py): a few vector products
         and the tokens of `top_k` chunks, whatever the mode."""
         if not rows:
@@ -140,14 +141,16 @@ class Retriever:
             dense.update({r: float(s) for r, s in zip(missing, vecs @ q)})
         if lexical_all is None:
             lexical_all = index.bm25.scores(query)
+        if lex_top is None or len(lex_top) < min(MARGIN_DEPTH, len(lexical_all)):
+            lex_top = positive_top(lexical_all, MARGIN_DEPTH)
         sentence_cos = best_sentence_cosine(index, arr, q)
         tokens = tokenize_cached([index.chunks.text(r) for r in rows])
         ideal = terms.bm25_ideal or 1.0
         # How far the best match stands out from the next ones (per question, the same for every
         # passage): on a corpus where every document shares the question's topic, an unanswerable
         # question matches many passages equally well; an answerable one has a standout.
-        lex_top = np.sort(lexical_all[_top_rows(lexical_all, MARGIN_DEPTH)].astype(np.float64))[::-1]
-        lex_top = np.maximum(lex_top, 0.0)
+        lex_top = lexical_all[lex_top[:MARGIN_DEPTH]].astype(np.float64)  # sorted, positive; then zeros
+        lex_top = np.concatenate([lex_top, np.zeros(min(MARGIN_DEPTH, len(lexical_all)) - len(lex_top))])
         dense_top = np.sort(np.fromiter(dense.values(), dtype=np.float64))[::-1][:MARGIN_DEPTH]
         margins = {"bm25_margin": float(lex_top[0] - lex_top[1:].mean()) / ideal if len(lex_top) > 1 else 0.0,
                    "cosine_margin": float(dense_top[0] - dense_top[1:].mean()) if len(dense_top) > 1 else 0.0}
@@ -160,8 +163,8 @@ class Retriever:
         return {int(r): float(s) for r, s in zip(rows, scores) if r >= 0}
 
     def _fuse(self, index: Index, query: str, q: np.ndarray, dense: dict[int, float], lexical_all: np.ndarray,
-              k: int) -> list[tuple[int, float]]:
-        lex_rows = [int(r) for r in _top_rows(lexical_all, k) if lexical_all[r] > 0]
+              lex_top: np.ndarray) -> list[tuple[int, float]]:
+        lex_rows = lex_top.tolist()
         if self.fusion is FusionMethod.rrf:
             fused: dict[int, float] = {}
             for ranking in (sorted(dense, key=lambda r: -dense[r]), lex_rows):
@@ -212,8 +215,12 @@ def best_sentence_match(index: Index, rows: np.ndarray, terms: QueryTerms) -> np
     if not terms.total or len(rows) == 0:
         return out
     ranges = index.chunk_sentences[rows].tolist()
-    tokens = _SENTENCE_TOKENS.get(index, np.concatenate([np.arange(s0, s1) for s0, s1 in ranges]))
-    match = [terms.sentence_match(t) for t in tokens]
+    sentence_rows = np.concatenate([np.arange(s0, s1) for s0, s1 in ranges])
+    stored = index.sentence_terms_of(sentence_rows)
+    if stored is not None:  # terms stored at ingest: array work
+        match = terms.sentence_matches(stored[0], stored[1], len(sentence_rows)).tolist()
+    else:  # an index written before they were stored
+        match = [terms.sentence_match(t) for t in _SENTENCE_TOKENS.get(index, sentence_rows)]
     pos = 0
     for i, (s0, s1) in enumerate(ranges):
         out[i] = max(match[pos:pos + s1 - s0], default=0.0)
@@ -253,9 +260,16 @@ class _SentenceTokenCache:
 _SENTENCE_TOKENS = _SentenceTokenCache()
 
 
-def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
+def positive_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """The rows of the `k` highest positive scores, best first, and any that tie with the k-th (up to
+    4k in all): a set that does not depend on row order, so shards that each send theirs make up the
+    same candidates as one index (test_cluster_fusion). Only rows that score at all are partitioned:
+    at a million chunks a question's terms touch a fraction of them."""
+    rows = np.flatnonzero(scores > 0)
+    if len(rows) > k:
+        values = scores[rows]
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        rows = rows[values >= kth]
+        if len(rows) > 4 * k:
+            rows = rows[np.argpartition(-scores[rows], 4 * k - 1)[:4 * k]]
+    return rows[np.argsort(-scores[rows], kind="stable")]

@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
 
+import numpy as np
+
 from .lexical import tokenize
+from .sentence_terms import hashes_of, term_hash
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,42 @@ class QueryTerms:
         coverage = sum(self.idf[t] for t in hits) / self.total
         return coverage + PHRASE_WEIGHT * self.phrase_coverage(tokens) if len(hits) > 1 else coverage
 
+    def sentence_matches(self, hashes: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        """`sentence_match` of `n` sentences at once from their stored term hashes (sentence_terms.py):
+        `hashes` concatenated in order, `owner[i]` the sentence (0..n-1) that hashes[i] belongs to."""
+        out = np.zeros(n, dtype=np.float64)
+        if not self.total or not len(hashes):
+            return out
+        terms = sorted(self.terms)
+        q = hashes_of(terms)
+        order = np.argsort(q)
+        q, weights = q[order], np.asarray([self.idf[terms[i]] / self.total for i in order.tolist()])
+        at = np.minimum(np.searchsorted(q, hashes), len(q) - 1)
+        hit = q[at] == hashes
+        pairs = np.unique(owner[hit] * len(q) + at[hit])  # (sentence, term), each once
+        hit_owner = pairs // len(q)
+        out += np.bincount(hit_owner, weights=weights[pairs % len(q)], minlength=n)
+        if self.bigrams:
+            hits = np.bincount(hit_owner, minlength=n)
+            keys = hashes[:-1] * _PAIR_MIX + hashes[1:]  # wraps around: a hash of the pair
+            same = owner[:-1] == owner[1:]
+            b_keys = [(term_hash(a) * _PAIR_MIX_INT + term_hash(b)) & _MASK64 for a, b in self.bigrams]
+            b_keys = np.asarray([k - (1 << 64) if k >= 1 << 63 else k for k in b_keys], dtype=np.int64)
+            b_order = np.argsort(b_keys)
+            b_keys = b_keys[b_order]
+            b_weights = np.asarray(list(self.bigrams.values()))[b_order]
+            at = np.minimum(np.searchsorted(b_keys, keys), len(b_keys) - 1)
+            found = same & (b_keys[at] == keys)
+            pairs = np.unique(owner[:-1][found] * len(b_keys) + at[found])
+            phrase = np.bincount(pairs // len(b_keys), weights=b_weights[pairs % len(b_keys)], minlength=n)
+            out += np.where(hits > 1, PHRASE_WEIGHT * phrase, 0.0)
+        return out
+
 
 PHRASE_WEIGHT = 0.5
+_PAIR_MIX_INT = 0x9E3779B97F4A7C15  # odd: pair keys a * mix + b (mod 2^64)
+_PAIR_MIX = np.int64(_PAIR_MIX_INT - (1 << 64))
+_MASK64 = (1 << 64) - 1
 
 
 # "How much", "how many", "how long" ...: the word after "how" shapes the question (it asks for a

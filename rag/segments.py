@@ -244,6 +244,27 @@ class SegmentedIndex:
             out[at] = self.segments[s].index.sentence_matrix(rows[at] - self.sentence_offsets[s])
         return out
 
+    def sentence_terms_of(self, rows) -> tuple[np.ndarray, np.ndarray] | None:
+        """(hashes, owner) of sentence `rows` (SentenceTerms.read) across segments; None when a
+        segment they fall in has no stored terms (written by an older version)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(self.segments) == 1:
+            return self.segments[0].index.sentence_terms_of(rows)
+        seg = np.searchsorted(self.sentence_offsets, rows, side="right") - 1
+        hashes, owners = [], []
+        for s in np.unique(seg).tolist():
+            at = np.flatnonzero(seg == s)
+            found = self.segments[s].index.sentence_terms_of(rows[at] - self.sentence_offsets[s])
+            if found is None:
+                return None
+            hashes.append(found[0])
+            owners.append(at[found[1]])
+        if not hashes:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")  # back in the order of `rows`, each sentence's terms in order
+        return np.concatenate(hashes)[order], owner[order]
+
     @cached_property
     def vectors(self) -> _Vectors:
         return _Vectors(self)

@@ -11,6 +11,8 @@ Under `RAG_DATA_DIR/index/` (the list of live segments is `rag.manifest`'s):
         chunks.faiss        FAISS inner-product index of chunk vectors (row = chunk row): flat while
                             small, IVF-Flat from `RAG_IVF_MIN_CHUNKS` on (vectors.py)
         bm25/               term-frequency postings over the same chunks (lexical.py)
+        sentence_terms.*.npy each sentence's tokens as 64-bit hashes, CSR (sentence_terms.py; absent in
+                            segments written before them, whose sentences are tokenized when read)
 
 A segment is written under a temporary name, fsynced and renamed into place, so a directory with
 a segment's name is complete. Loading checks the manifest, every file's size (cheap: a start reads
@@ -38,6 +40,7 @@ from .durable import fsync_path
 from .errors import IndexCorruptError, IndexMismatchError
 from .index import Index, IndexConfig
 from .lexical import BM25Index
+from . import sentence_terms
 from .npyfile import NpyFile
 from .records import document_from_record, document_line
 from .vectors import VectorIndexPolicy, configure, describe, read_vector_index, write_vector_index
@@ -87,6 +90,8 @@ def write_segment(index: Index, root: Path, *, staged: bool = False) -> str:
             np.save(tmp / "sentence_vectors.npy", np.asarray(index.sentence_vectors, dtype=np.float16))
         write_vector_index(index.vectors, str(tmp / "chunks.faiss"), index.vectors_source)
         index.bm25.save(tmp / "bm25")
+        if index.sentence_terms is not None:
+            index.sentence_terms.save(tmp)
         manifest = {
             "format_version": FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -94,6 +99,7 @@ def write_segment(index: Index, root: Path, *, staged: bool = False) -> str:
             "counts": {"documents": len(index.documents), "chunks": len(index.chunk_doc_row),
                        "sentences": int(len(index.sentences))},
             "vectors": describe(index.vectors),
+            "sentence_terms": sentence_terms.VERSION if index.sentence_terms is not None else None,
             "versions": package_versions(),
             "files": {p: _file_digest(tmp / p) for p in _snapshot_files(tmp)},
         }
@@ -336,6 +342,7 @@ def load_segment(directory: Path, expected: IndexConfig | None = None, *, verify
         sentence_vectors = NpyFile(snap / "sentence_vectors.npy")
         vectors = read_vector_index(str(snap / "chunks.faiss"))
         bm25 = BM25Index.load(snap / "bm25")
+        terms = sentence_terms.SentenceTerms.load(snap, manifest.get("sentence_terms"), len(sentences))
     except IndexCorruptError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure means a broken index
@@ -351,5 +358,5 @@ def load_segment(directory: Path, expected: IndexConfig | None = None, *, verify
                  chunk_doc_row=np.ascontiguousarray(table[:, 0]), chunk_bounds=np.ascontiguousarray(table[:, 1:3]),
                  chunk_sentences=np.ascontiguousarray(table[:, 3:5]), sentences=sentences,
                  sentence_vectors=sentence_vectors, vectors=vectors, bm25=bm25,
-                 vectors_source=str(snap / "chunks.faiss"))
+                 vectors_source=str(snap / "chunks.faiss"), sentence_terms=terms)
 
