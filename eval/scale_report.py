@@ -45,6 +45,9 @@ def write_rows(r: dict) -> list[tuple[str, str]]:
         return []
     w, d, q = large["write_ms"], large["delete_ms"], large["queries_during_writes_ms"]
     rows = [("one-paragraph write over HTTP p50 / p95 (acknowledged, then visible)", f"{w['p50']} / {w['p95']} ms"),
+            *([("the same while a client queries: p50 / p95", f"{large['write_ms_while_querying']['p50']} / "
+                                                             f"{large['write_ms_while_querying']['p95']} ms")]
+              if large.get("write_ms_while_querying") else []),
             ("delete over HTTP p50 / p95", f"{d['p50']} / {d['p95']} ms"),
             ("queries while writing: /search p50 / p95 (1 client)", f"{q['p50']} / {q['p95']} ms"),
             ("merges during the write phase (seconds merging)", f"{large['merges']} ({large['merge_seconds']} s)")]

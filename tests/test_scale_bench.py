@@ -82,7 +82,8 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
     small = r["small"]
     assert 100 <= small["chunks"] <= 400
     for w in (s["writes"], small["server"]["writes"]):
-        assert w["writes"] == w["write_ms"]["n"] == 60 and w["delete_ms"]["n"] == 30
+        assert w["writes"] == 60 and w["write_ms"]["n"] == w["write_ms_while_querying"]["n"] == 30
+        assert w["delete_ms"]["n"] == 30 and w["queries_during_writes_ms"]["n"] > 0
         assert w["not_visible_after_ack"] == 0 and w["errors"] == 0 and w["write_ms"]["p50"] > 0
     assert r["embedding_floor_ms"]["n"] == 60 and r["embedding_floor_ms"]["p50"] > 0
     assert "write p50 / embedding p50" in printed and "write p50 large / small" in printed
