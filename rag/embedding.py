@@ -3,7 +3,9 @@
 Backends (`RAG_EMBED_BACKEND`):
 - `onnx` (default): ONNX Runtime, fp32. Same vectors as torch (mean cosine 1.000000) and about 3x
   faster for a single query here. The model is exported once (about 5 s, offline) into
-  `RAG_DATA_DIR/models/` and loaded from there afterwards.
+  `RAG_DATA_DIR/models/` and loaded from there afterwards by ONNX Runtime and the fast tokenizer
+  alone (rag.onnx_model: no sentence-transformers, transformers or torch in the process, checked
+  against vectors sentence-transformers computed at export).
 - `onnx-int8`: dynamically quantized ONNX (AVX2): faster still, slightly different vectors, so an
   index built with it is not mixed with fp32 vectors.
 - `torch`: plain PyTorch.
@@ -35,6 +37,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from .config import DEFAULT_MODEL, available_cpus
+from . import onnx_model
 from .onnx_query import PROBES, LeanEncoder, SessionChoice
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
@@ -91,8 +94,14 @@ def resolve_model_path(name: str) -> str:
 
 @contextmanager
 def batch_threads(threads: int | None = None) -> Iterator[None]:
-    """Use every core for torch bulk encoding (ingest), then go back to the query-time thread count."""
-    import torch
+    """Use every core for torch bulk encoding (ingest), then go back to the query-time thread count.
+    Nothing to do where torch is not loaded (the ONNX backends): importing it here would cost seconds."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads or available_cpus())
@@ -144,8 +153,12 @@ class SentenceTransformerEmbedder:
         self._path = path
         # What was loaded: the exported ONNX directory, or the model's own (benchmarks load it bare).
         self.model_dir = self._exported(path) if onnx else path
-        self._dimension = int(self._query_model.get_embedding_dimension())
-        self._lean = LeanEncoder.from_model(self._query_model) if onnx else None
+        if isinstance(self._query_model, LeanEncoder):  # loaded without sentence-transformers
+            self._lean: LeanEncoder | None = self._query_model
+        else:
+            self._dimension = int(self._query_model.get_embedding_dimension())
+            self._lean = LeanEncoder.from_model(self._query_model) if onnx else None
+        self._counter = None  # the tokenizer that counts tokens, made on first use
         self._encoders = {"single": self._encoder(self._query_model)}
         self._wide_model = None
         # Concurrent model calls for questions: one per `threads` CPUs (one per CPU by default).
@@ -160,27 +173,30 @@ class SentenceTransformerEmbedder:
             self._calibrate()
 
     # -- loading -------------------------------------------------------------------------
+    @property
+    def _onnx_file(self) -> str:
+        return "onnx/model.onnx" if self.backend == "onnx" else INT8_FILE
+
     def _load(self, path: str, threads: int):
+        """The lean encoder (ONNX, when the export's spec allows it), else a SentenceTransformer."""
+        if self.backend != "torch":
+            onnx_path = Path(self._exported(path))
+            lean = onnx_model.load(onnx_path, self._onnx_file, threads)
+            if lean is not None:
+                encoder, self._dimension = lean
+                return encoder
+            return self._load_st(str(onnx_path), threads)
+        from sentence_transformers import SentenceTransformer
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        return SentenceTransformer(path, device="cpu", **_offline(path))
+
+    def _load_st(self, onnx_path: str, threads: int):
         from sentence_transformers import SentenceTransformer
 
-        if self.backend == "torch":
-            import torch
-
-            if threads > 0:
-                torch.set_num_threads(threads)
-            return SentenceTransformer(path, device="cpu", **_offline(path))
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads > 0 else available_cpus()
-        options.inter_op_num_threads = 1
-        # Pool threads spin only while a run lasts (waking a sleeping thread for each of the model's
-        # parallel sections costs more than the section) and stop as soon as it ends: spinning between
-        # runs took the cores the server's event loop and request threads need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
-        onnx_path = self._exported(path)
+        kwargs = {"provider": "CPUExecutionProvider", "session_options": onnx_model.session_options(threads)}
         if self.backend == "onnx-int8":
             kwargs["file_name"] = INT8_FILE
         return SentenceTransformer(onnx_path, backend="onnx", device="cpu", model_kwargs=kwargs, **_offline(onnx_path))
@@ -190,7 +206,10 @@ class SentenceTransformerEmbedder:
         if self.cache_dir is None:
             raise ValueError("the ONNX backends need a cache directory for the exported model")
         target = _onnx_dir(self.cache_dir, path, self.backend)
-        if (target / ("onnx/model.onnx" if self.backend == "onnx" else INT8_FILE)).exists():
+        if (target / self._onnx_file).exists():
+            if not onnx_model.has_spec(target):  # exported by an older version: record the spec once
+                log.info("recording the lean embedding path's reference vectors under %s (once)", target)
+                onnx_model.write_spec(self._load_st(str(target), 1), target, self._onnx_file)
             return str(target)
         from sentence_transformers import SentenceTransformer
 
@@ -208,13 +227,23 @@ class SentenceTransformerEmbedder:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)  # another process may have finished first; either copy is complete
-        return str(target)
+        return self._exported(path)  # records the spec from the exported file (the int8 one is not `model`)
 
     # -- encoding ------------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        """The model's tokenizer (for counting tokens, e.g. the chat endpoint's `usage`)."""
-        return self._query_model.tokenizer
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens in `texts` by the model's tokenizer, without special tokens or truncation (the chat
+        endpoint's `usage`)."""
+        if self._counter is None:
+            from tokenizers import Tokenizer
+
+            if self._lean is not None:
+                counter = Tokenizer.from_str(self._lean.tokenizer.to_str())
+            else:
+                counter = Tokenizer.from_str(self._query_model.tokenizer.backend_tokenizer.to_str())
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return sum(len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False))
 
     @property
     def dimension(self) -> int:
@@ -225,6 +254,8 @@ class SentenceTransformerEmbedder:
         return "int8" if self.backend == "onnx-int8" else "fp32"
 
     def _run(self, model, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        if isinstance(model, LeanEncoder):
+            return model.encode_many(texts, self.batch_size, _progress_bar(len(texts)) if show_progress else None)
         if self.backend == "torch":
             with self._torch_lock:
                 out = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
@@ -236,6 +267,8 @@ class SentenceTransformerEmbedder:
 
     def _encoder(self, model) -> Callable[[list[str]], np.ndarray]:
         """How questions are embedded on `model`'s session: the lean path when it gives the same vectors."""
+        if isinstance(model, LeanEncoder):
+            return model.encode
         if self._lean is not None:
             return self._lean.with_session(model[0].auto_model.session).encode
         return lambda texts: self._run(model, texts)
@@ -334,3 +367,19 @@ class SentenceTransformerEmbedder:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
+
+
+def _progress_bar(total: int):
+    """A progress callback drawing tqdm's bar (as sentence-transformers' encode does), or None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    bar = tqdm(total=total, desc="Batches", unit="text")
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return advance
