@@ -276,7 +276,11 @@ class SentenceTransformerEmbedder:
     def _wide(self):
         """The session using every CPU the process may use, or `bulk_threads` (ONNX; loaded once, on first need)."""
         if self._wide_model is None:
-            self._wide_model = self._load(self._path, self.bulk_threads)
+            if isinstance(self._query_model, LeanEncoder):  # the same files, checked once: a session alone
+                self._wide_model = self._query_model.with_session(
+                    onnx_model.session(Path(self.model_dir), self._onnx_file, self.bulk_threads))
+            else:
+                self._wide_model = self._load(self._path, self.bulk_threads)
         return self._wide_model
 
     def _calibrate(self, rounds: int = 4) -> None:

@@ -55,6 +55,9 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
             log.warning("warm-up question failed: %s", exc)
         state["warm"] = True
         log.info("index ready: %d documents, %d chunks", pipeline.index.document_count, pipeline.index.chunk_count)
+        # Segments make their documents when first read (rag.lazy_documents), and a write looks its ids up
+        # in every segment: build those id maps now, after ready, rather than in the first write.
+        threading.Thread(target=pipeline.index.document, args=("",), name="index-ids", daemon=True).start()
 
     async def lifespan(_: FastAPI):
         s = pipeline.settings
