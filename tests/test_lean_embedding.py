@@ -19,7 +19,7 @@ from rag.onnx_query import LeanEncoder
 
 from support import REPO, SEEDS
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "optimum")
+HEAVY = ("torch", "transformers", "sentence_transformers", "optimum", "scipy")  # scipy: bm25s imports it
 TEXTS = [f"What did speaker {i} say about the peace plan?" for i in range(5)] + [
     "  Spaces,  ÜNICODE, naïve façade and a long tail " + "word " * 300,  # truncated at 256 tokens
     "x", "A chunk of prose. " * 40, "Ελληνικά και 中文 and emoji 🙂 mixed in one sentence.",
@@ -136,7 +136,7 @@ def test_the_server_process_never_imports_the_model_stack(embedder, tmp_path):
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(lines[-1][len("RESULT "):])
     # The seed index was built at start (bulk embedding) and a document written over HTTP (write-time
-    # embedding), and both queries answered: all without torch, transformers or sentence-transformers.
+    # embedding), and both queries answered: all without torch, transformers, sentence-transformers or scipy.
     assert result.get("error") is None and result["search"] == 200 and result["write"] in (200, 201), result
     assert result["found"] == "lean-write", result
     assert result["heavy"] == [], result
