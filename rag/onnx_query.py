@@ -2,9 +2,11 @@
 
 `SentenceTransformer.encode` spends 0.5-1 ms of Python and torch around the model call for one short
 question (input parsing, torch tensors, pooling and normalising in torch): a tenth to a fifth of the
-whole. `LeanEncoder` does the same work with the fast tokenizer, numpy and the ONNX Runtime session
-that sentence-transformers loaded. It is used only for the module layout it knows (Transformer, mean
-Pooling, optional Normalize) and only after giving the same vectors as `encode` on probe texts.
+whole. `LeanEncoder` does the same work with the fast tokenizer, numpy and an ONNX Runtime session,
+for questions and (`encode_many`) for documents and sentences. It is used only for the module layout
+it knows (Transformer, mean Pooling, optional Normalize) and only after giving the same vectors as
+`encode` on probe texts: `from_model` checks against a loaded SentenceTransformer; rag.onnx_model
+makes it without one, checked against the vectors sentence-transformers gave at export.
 
 `SessionChoice` picks the session for a question embedded alone: one intra-op thread (the run stays
 on the calling thread: nothing to wake, no core taken from the event loop) or every CPU the process
