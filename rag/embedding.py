@@ -137,6 +137,7 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.bulk_threads = bulk_threads  # bulk encoding's threads; 0 = every CPU the process may use
         self.cache_dir = cache_dir
+        self._unrecorded: set[Path] = set()  # exports whose lean spec could not be written (tried once)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
@@ -207,9 +208,13 @@ class SentenceTransformerEmbedder:
             raise ValueError("the ONNX backends need a cache directory for the exported model")
         target = _onnx_dir(self.cache_dir, path, self.backend)
         if (target / self._onnx_file).exists():
-            if not onnx_model.has_spec(target):  # exported by an older version: record the spec once
+            if not onnx_model.has_spec(target) and target not in self._unrecorded:  # exported by an older version
                 log.info("recording the lean embedding path's reference vectors under %s (once)", target)
-                onnx_model.write_spec(self._load_st(str(target), 1), target, self._onnx_file)
+                try:
+                    onnx_model.write_spec(self._load_st(str(target), 1), target, self._onnx_file)
+                except OSError as exc:  # a read-only models directory: sentence-transformers loads the model
+                    log.warning("cannot record the lean embedding path's spec under %s: %s", target, exc)
+                    self._unrecorded.add(target)
             return str(target)
         from sentence_transformers import SentenceTransformer
 

@@ -70,6 +70,21 @@ def test_an_export_without_a_spec_gets_one_and_then_loads_lean(embedder, tmp_pat
     assert np.allclose(other.encode_query(TEXTS[0]), embedder.encode_query(TEXTS[0]), atol=1e-5)
 
 
+def test_an_export_that_cannot_take_a_spec_loads_through_sentence_transformers(embedder, tmp_path, monkeypatch):
+    exported = _copy_models(embedder, tmp_path / "models")
+    (exported / onnx_model.SPEC).unlink()
+    tries = []
+
+    def refuse(*args) -> bool:
+        tries.append(args)
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(onnx_model, "write_spec", refuse)
+    other = SentenceTransformerEmbedder(cache_dir=tmp_path / "models", threads=1)
+    assert not isinstance(other._query_model, LeanEncoder) and len(tries) == 1  # tried once, not per session
+    assert np.allclose(other.encode_query(TEXTS[0]), embedder.encode_query(TEXTS[0]), atol=1e-5)
+
+
 def test_a_spec_is_read_only_for_its_own_file_and_version(tmp_path):
     spec = {"version": onnx_model.SPEC_VERSION, "onnx_file": "onnx/model.onnx", "lean": True, "pad_id": 0}
     (tmp_path / onnx_model.SPEC).write_text(json.dumps(spec))
