@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import shutil
 import threading
 import time
-import uuid
-import warnings
 from collections import OrderedDict
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -36,31 +32,14 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from .config import DEFAULT_MODEL, available_cpus
 from . import onnx_model
+from .config import DEFAULT_MODEL, available_cpus
+from .onnx_model import INT8_FILE
 from .onnx_query import PROBES, LeanEncoder, SessionChoice
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
-INT8_FILE = "onnx/model_quint8_avx2.onnx"  # what export_dynamic_quantized_onnx_model writes for "avx2"
 log = logging.getLogger("rag.embedding")
-
-
-@contextmanager
-def _quiet_export() -> Iterator[None]:
-    """The exporters' warnings are for library authors (TorchScript deprecation, tracer notes, advice to
-    save the model into site-packages, which we do under RAG_DATA_DIR instead): not shown to users."""
-    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers", "optimum", "torch.onnx")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 class Embedder(Protocol):
@@ -168,10 +147,14 @@ class SentenceTransformerEmbedder:
         self._pending: list[tuple[str, Future]] = []
         self._batch_lock = threading.Lock()
         self._choice: SessionChoice | None = None
+        self._wide_lock = threading.Lock()
+        self.calibrated = threading.Event()  # both sessions timed for lone questions (or there is one)
         if onnx and threads == 0 and available_cpus() > 1:
-            self._encoders["wide"] = self._encoder(self._wide())
-            self._choice = SessionChoice()
-            self._calibrate()
+            # The session using every CPU and the first timings of both are made in the background (its
+            # creation releases the GIL): a server is ready sooner, questions use the one-thread session meanwhile.
+            threading.Thread(target=self._prepare_wide, name="embedder-calibration", daemon=True).start()
+        else:
+            self.calibrated.set()
 
     # -- loading -------------------------------------------------------------------------
     @property
@@ -216,22 +199,8 @@ class SentenceTransformerEmbedder:
                     log.warning("cannot record the lean embedding path's spec under %s: %s", target, exc)
                     self._unrecorded.add(target)
             return str(target)
-        from sentence_transformers import SentenceTransformer
-
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        shutil.rmtree(tmp, ignore_errors=True)
         log.info("first start with this model: exporting it to ONNX under %s (once; later starts reuse it)", target)
-        with _quiet_export():
-            model = SentenceTransformer(path, backend="onnx", device="cpu", **_offline(path),
-                                        model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
-            model.save_pretrained(str(tmp))
-            if self.backend == "onnx-int8":
-                from sentence_transformers.backend import export_dynamic_quantized_onnx_model
-
-                export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)  # another process may have finished first; either copy is complete
+        onnx_model.export(path, target, int8=self.backend == "onnx-int8", **_offline(path))
         return self._exported(path)  # records the spec from the exported file (the int8 one is not `model`)
 
     # -- encoding ------------------------------------------------------------------------
@@ -280,16 +249,29 @@ class SentenceTransformerEmbedder:
 
     def _wide(self):
         """The session using every CPU the process may use, or `bulk_threads` (ONNX; loaded once, on first need)."""
-        if self._wide_model is None:
-            if isinstance(self._query_model, LeanEncoder):  # the same files, checked once: a session alone
-                self._wide_model = self._query_model.with_session(
-                    onnx_model.session(Path(self.model_dir), self._onnx_file, self.bulk_threads))
-            else:
-                self._wide_model = self._load(self._path, self.bulk_threads)
+        with self._wide_lock:  # the calibration thread and a bulk encoding may ask at once
+            if self._wide_model is None:
+                self._wide_model = self._make_wide()
         return self._wide_model
 
-    def _calibrate(self, rounds: int = 4) -> None:
+    def _make_wide(self):
+        if isinstance(self._query_model, LeanEncoder):  # the same files, checked once: a session alone
+            return self._query_model.with_session(onnx_model.session(Path(self.model_dir), self._onnx_file,
+                                                                     self.bulk_threads))
+        return self._load(self._path, self.bulk_threads)
+
+    def _prepare_wide(self) -> None:
+        try:
+            self._encoders["wide"] = self._encoder(self._wide())
+            self._choice = self._calibrate()
+        except Exception as exc:  # noqa: BLE001 - questions keep the one-thread session
+            log.warning("lone questions stay on the one-thread session: %s", exc)
+        finally:
+            self.calibrated.set()
+
+    def _calibrate(self, rounds: int = 4) -> SessionChoice:
         """First latencies of a lone question on each session, so the first questions get the faster."""
+        choice = SessionChoice()
         probes = [p for p in PROBES if len(p) < 100]
         for kind in SessionChoice.KINDS:
             self._encoders[kind](probes[:1])  # a session's first run is several times slower
@@ -298,7 +280,8 @@ class SentenceTransformerEmbedder:
                 for kind in SessionChoice.KINDS:
                     started = time.perf_counter()
                     self._encoders[kind]([text])
-                    self._choice.record(kind, time.perf_counter() - started)
+                    choice.record(kind, time.perf_counter() - started)
+        return choice
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         """Bulk encoding (ingest): ONNX uses the session with every CPU."""

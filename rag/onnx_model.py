@@ -18,8 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import uuid
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -33,6 +37,7 @@ TOKENIZER = "lean-tokenizer.json"
 REFERENCE = "lean-reference.npy"
 SPEC_VERSION = 1
 ATOL = 1e-5
+INT8_FILE = "onnx/model_quint8_avx2.onnx"  # what export_dynamic_quantized_onnx_model writes for "avx2"
 
 
 def session_options(threads: int):
@@ -138,3 +143,40 @@ def matches(lean: LeanEncoder, probes: list[str], reference: np.ndarray) -> bool
         log.warning("the lean embedding path cannot run the model: %s", exc)
         return False
     return got.shape == reference.shape and bool(np.allclose(got, reference, atol=ATOL))
+
+
+@contextmanager
+def quiet_export() -> Iterator[None]:
+    """The exporters' warnings are for library authors (TorchScript deprecation, tracer notes, advice to
+    save the model into site-packages, which we do under RAG_DATA_DIR instead): not shown to users."""
+    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers", "optimum", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export(model_path: str, target: Path, *, int8: bool, **load_kwargs) -> None:
+    """Export the model at `model_path` to ONNX (and its int8 variant) into `target`, whole or not at all
+    (the one place sentence-transformers, transformers and torch are needed for an ONNX backend)."""
+    from sentence_transformers import SentenceTransformer
+
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with quiet_export():
+        model = SentenceTransformer(model_path, backend="onnx", device="cpu", **load_kwargs,
+                                    model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
+        model.save_pretrained(str(tmp))
+        if int8:
+            from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+            export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # another process may have finished first; either copy is complete

@@ -37,6 +37,7 @@ def test_lean_vectors_equal_sentence_transformers_for_documents_and_questions(em
     """Write-time (bulk, batched by token length, the wide session) and query-time vectors (each
     session, alone and batched) are sentence-transformers' to 1e-5."""
     assert isinstance(embedder._query_model, LeanEncoder)  # loaded without sentence-transformers
+    assert embedder.calibrated.wait(120) and set(embedder._encoders) == {"single", "wide"} and embedder._choice
     expected = _sentence_transformers(embedder).encode(TEXTS, batch_size=64, normalize_embeddings=True,
                                                         convert_to_numpy=True)
     assert np.abs(embedder.encode(TEXTS) - expected).max() < 1e-5
