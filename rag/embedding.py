@@ -152,7 +152,8 @@ class SentenceTransformerEmbedder:
         if onnx and threads == 0 and available_cpus() > 1:
             # The session using every CPU and the first timings of both are made in the background (its
             # creation releases the GIL): a server is ready sooner, questions use the one-thread session meanwhile.
-            threading.Thread(target=self._prepare_wide, name="embedder-calibration", daemon=True).start()
+            # Not a daemon: a process ending while ONNX Runtime builds the session aborts ("terminate called").
+            threading.Thread(target=self._prepare_wide, name="embedder-calibration").start()
         else:
             self.calibrated.set()
 
