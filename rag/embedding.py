@@ -3,7 +3,9 @@
 Backends (`RAG_EMBED_BACKEND`):
 - `onnx` (default): ONNX Runtime, fp32. Same vectors as torch (mean cosine 1.000000) and about 3x
   faster for a single query here. The model is exported once (about 5 s, offline) into
-  `RAG_DATA_DIR/models/` and loaded from there afterwards.
+  `RAG_DATA_DIR/models/` and loaded from there afterwards by ONNX Runtime and the fast tokenizer
+  alone (rag.onnx_model: no sentence-transformers, transformers or torch in the process, checked
+  against vectors sentence-transformers computed at export).
 - `onnx-int8`: dynamically quantized ONNX (AVX2): faster still, slightly different vectors, so an
   index built with it is not mixed with fp32 vectors.
 - `torch`: plain PyTorch.
@@ -19,13 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import shutil
 import threading
 import time
-import uuid
-import warnings
 from collections import OrderedDict
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -34,30 +32,14 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from . import onnx_model
 from .config import DEFAULT_MODEL, available_cpus
+from .onnx_model import INT8_FILE
 from .onnx_query import PROBES, LeanEncoder, SessionChoice
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/" + DEFAULT_MODEL}
 BACKENDS = ("onnx", "onnx-int8", "torch")
-INT8_FILE = "onnx/model_quint8_avx2.onnx"  # what export_dynamic_quantized_onnx_model writes for "avx2"
 log = logging.getLogger("rag.embedding")
-
-
-@contextmanager
-def _quiet_export() -> Iterator[None]:
-    """The exporters' warnings are for library authors (TorchScript deprecation, tracer notes, advice to
-    save the model into site-packages, which we do under RAG_DATA_DIR instead): not shown to users."""
-    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers", "optimum", "torch.onnx")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 class Embedder(Protocol):
@@ -91,8 +73,14 @@ def resolve_model_path(name: str) -> str:
 
 @contextmanager
 def batch_threads(threads: int | None = None) -> Iterator[None]:
-    """Use every core for torch bulk encoding (ingest), then go back to the query-time thread count."""
-    import torch
+    """Use every core for torch bulk encoding (ingest), then go back to the query-time thread count.
+    Nothing to do where torch is not loaded (the ONNX backends): importing it here would cost seconds."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads or available_cpus())
@@ -128,6 +116,7 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.bulk_threads = bulk_threads  # bulk encoding's threads; 0 = every CPU the process may use
         self.cache_dir = cache_dir
+        self._unrecorded: set[Path] = set()  # exports whose lean spec could not be written (tried once)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = query_cache_size
         self._cache_lock = threading.Lock()
@@ -144,8 +133,12 @@ class SentenceTransformerEmbedder:
         self._path = path
         # What was loaded: the exported ONNX directory, or the model's own (benchmarks load it bare).
         self.model_dir = self._exported(path) if onnx else path
-        self._dimension = int(self._query_model.get_embedding_dimension())
-        self._lean = LeanEncoder.from_model(self._query_model) if onnx else None
+        if isinstance(self._query_model, LeanEncoder):  # loaded without sentence-transformers
+            self._lean: LeanEncoder | None = self._query_model
+        else:
+            self._dimension = int(self._query_model.get_embedding_dimension())
+            self._lean = LeanEncoder.from_model(self._query_model) if onnx else None
+        self._counter = None  # the tokenizer that counts tokens, made on first use
         self._encoders = {"single": self._encoder(self._query_model)}
         self._wide_model = None
         # Concurrent model calls for questions: one per `threads` CPUs (one per CPU by default).
@@ -154,33 +147,41 @@ class SentenceTransformerEmbedder:
         self._pending: list[tuple[str, Future]] = []
         self._batch_lock = threading.Lock()
         self._choice: SessionChoice | None = None
+        self._wide_lock = threading.Lock()
+        self.calibrated = threading.Event()  # both sessions timed for lone questions (or there is one)
         if onnx and threads == 0 and available_cpus() > 1:
-            self._encoders["wide"] = self._encoder(self._wide())
-            self._choice = SessionChoice()
-            self._calibrate()
+            # The session using every CPU and the first timings of both are made in the background (its
+            # creation releases the GIL): a server is ready sooner, questions use the one-thread session meanwhile.
+            # Not a daemon: a process ending while ONNX Runtime builds the session aborts ("terminate called").
+            threading.Thread(target=self._prepare_wide, name="embedder-calibration").start()
+        else:
+            self.calibrated.set()
 
     # -- loading -------------------------------------------------------------------------
+    @property
+    def _onnx_file(self) -> str:
+        return "onnx/model.onnx" if self.backend == "onnx" else INT8_FILE
+
     def _load(self, path: str, threads: int):
+        """The lean encoder (ONNX, when the export's spec allows it), else a SentenceTransformer."""
+        if self.backend != "torch":
+            onnx_path = Path(self._exported(path))
+            lean = onnx_model.load(onnx_path, self._onnx_file, threads)
+            if lean is not None:
+                encoder, self._dimension = lean
+                return encoder
+            return self._load_st(str(onnx_path), threads)
+        from sentence_transformers import SentenceTransformer
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        return SentenceTransformer(path, device="cpu", **_offline(path))
+
+    def _load_st(self, onnx_path: str, threads: int):
         from sentence_transformers import SentenceTransformer
 
-        if self.backend == "torch":
-            import torch
-
-            if threads > 0:
-                torch.set_num_threads(threads)
-            return SentenceTransformer(path, device="cpu", **_offline(path))
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads if threads > 0 else available_cpus()
-        options.inter_op_num_threads = 1
-        # Pool threads spin only while a run lasts (waking a sleeping thread for each of the model's
-        # parallel sections costs more than the section) and stop as soon as it ends: spinning between
-        # runs took the cores the server's event loop and request threads need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        kwargs = {"provider": "CPUExecutionProvider", "session_options": options}
-        onnx_path = self._exported(path)
+        kwargs = {"provider": "CPUExecutionProvider", "session_options": onnx_model.session_options(threads)}
         if self.backend == "onnx-int8":
             kwargs["file_name"] = INT8_FILE
         return SentenceTransformer(onnx_path, backend="onnx", device="cpu", model_kwargs=kwargs, **_offline(onnx_path))
@@ -190,31 +191,34 @@ class SentenceTransformerEmbedder:
         if self.cache_dir is None:
             raise ValueError("the ONNX backends need a cache directory for the exported model")
         target = _onnx_dir(self.cache_dir, path, self.backend)
-        if (target / ("onnx/model.onnx" if self.backend == "onnx" else INT8_FILE)).exists():
+        if (target / self._onnx_file).exists():
+            if not onnx_model.has_spec(target) and target not in self._unrecorded:  # exported by an older version
+                log.info("recording the lean embedding path's reference vectors under %s (once)", target)
+                try:
+                    onnx_model.write_spec(self._load_st(str(target), 1), target, self._onnx_file)
+                except OSError as exc:  # a read-only models directory: sentence-transformers loads the model
+                    log.warning("cannot record the lean embedding path's spec under %s: %s", target, exc)
+                    self._unrecorded.add(target)
             return str(target)
-        from sentence_transformers import SentenceTransformer
-
-        tmp = target.with_name(target.name + f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        shutil.rmtree(tmp, ignore_errors=True)
         log.info("first start with this model: exporting it to ONNX under %s (once; later starts reuse it)", target)
-        with _quiet_export():
-            model = SentenceTransformer(path, backend="onnx", device="cpu", **_offline(path),
-                                        model_kwargs={"provider": "CPUExecutionProvider"})  # exports to ONNX
-            model.save_pretrained(str(tmp))
-            if self.backend == "onnx-int8":
-                from sentence_transformers.backend import export_dynamic_quantized_onnx_model
-
-                export_dynamic_quantized_onnx_model(model, "avx2", str(tmp))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)  # another process may have finished first; either copy is complete
-        return str(target)
+        onnx_model.export(path, target, int8=self.backend == "onnx-int8", **_offline(path))
+        return self._exported(path)  # records the spec from the exported file (the int8 one is not `model`)
 
     # -- encoding ------------------------------------------------------------------------
-    @property
-    def tokenizer(self):
-        """The model's tokenizer (for counting tokens, e.g. the chat endpoint's `usage`)."""
-        return self._query_model.tokenizer
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens in `texts` by the model's tokenizer, without special tokens or truncation (the chat
+        endpoint's `usage`)."""
+        if self._counter is None:
+            from tokenizers import Tokenizer
+
+            if self._lean is not None:
+                counter = Tokenizer.from_str(self._lean.tokenizer.to_str())
+            else:
+                counter = Tokenizer.from_str(self._query_model.tokenizer.backend_tokenizer.to_str())
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        return sum(len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False))
 
     @property
     def dimension(self) -> int:
@@ -225,6 +229,8 @@ class SentenceTransformerEmbedder:
         return "int8" if self.backend == "onnx-int8" else "fp32"
 
     def _run(self, model, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        if isinstance(model, LeanEncoder):
+            return model.encode_many(texts, self.batch_size, _progress_bar(len(texts)) if show_progress else None)
         if self.backend == "torch":
             with self._torch_lock:
                 out = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
@@ -236,18 +242,37 @@ class SentenceTransformerEmbedder:
 
     def _encoder(self, model) -> Callable[[list[str]], np.ndarray]:
         """How questions are embedded on `model`'s session: the lean path when it gives the same vectors."""
+        if isinstance(model, LeanEncoder):
+            return model.encode
         if self._lean is not None:
             return self._lean.with_session(model[0].auto_model.session).encode
         return lambda texts: self._run(model, texts)
 
     def _wide(self):
         """The session using every CPU the process may use, or `bulk_threads` (ONNX; loaded once, on first need)."""
-        if self._wide_model is None:
-            self._wide_model = self._load(self._path, self.bulk_threads)
+        with self._wide_lock:  # the calibration thread and a bulk encoding may ask at once
+            if self._wide_model is None:
+                self._wide_model = self._make_wide()
         return self._wide_model
 
-    def _calibrate(self, rounds: int = 4) -> None:
+    def _make_wide(self):
+        if isinstance(self._query_model, LeanEncoder):  # the same files, checked once: a session alone
+            return self._query_model.with_session(onnx_model.session(Path(self.model_dir), self._onnx_file,
+                                                                     self.bulk_threads))
+        return self._load(self._path, self.bulk_threads)
+
+    def _prepare_wide(self) -> None:
+        try:
+            self._encoders["wide"] = self._encoder(self._wide())
+            self._choice = self._calibrate()
+        except Exception as exc:  # noqa: BLE001 - questions keep the one-thread session
+            log.warning("lone questions stay on the one-thread session: %s", exc)
+        finally:
+            self.calibrated.set()
+
+    def _calibrate(self, rounds: int = 4) -> SessionChoice:
         """First latencies of a lone question on each session, so the first questions get the faster."""
+        choice = SessionChoice()
         probes = [p for p in PROBES if len(p) < 100]
         for kind in SessionChoice.KINDS:
             self._encoders[kind](probes[:1])  # a session's first run is several times slower
@@ -256,7 +281,8 @@ class SentenceTransformerEmbedder:
                 for kind in SessionChoice.KINDS:
                     started = time.perf_counter()
                     self._encoders[kind]([text])
-                    self._choice.record(kind, time.perf_counter() - started)
+                    choice.record(kind, time.perf_counter() - started)
+        return choice
 
     def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
         """Bulk encoding (ingest): ONNX uses the session with every CPU."""
@@ -334,3 +360,19 @@ class SentenceTransformerEmbedder:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
+
+
+def _progress_bar(total: int):
+    """A progress callback drawing tqdm's bar (as sentence-transformers' encode does), or None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    bar = tqdm(total=total, desc="Batches", unit="text")
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return advance

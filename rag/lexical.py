@@ -38,9 +38,15 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s's token pattern
 
 @lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN_PLUS
+    """bm25s's list, from its module alone (plain tuples): importing the package imports scipy, half a
+    second of a server's first question, for a word list."""
+    import importlib.util
 
-    return frozenset(STOPWORDS_EN_PLUS)
+    location = importlib.util.find_spec("bm25s").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("rag_bm25s_stopwords", f"{location}/stopwords.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(module.STOPWORDS_EN_PLUS)
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:

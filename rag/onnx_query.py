@@ -2,9 +2,11 @@
 
 `SentenceTransformer.encode` spends 0.5-1 ms of Python and torch around the model call for one short
 question (input parsing, torch tensors, pooling and normalising in torch): a tenth to a fifth of the
-whole. `LeanEncoder` does the same work with the fast tokenizer, numpy and the ONNX Runtime session
-that sentence-transformers loaded. It is used only for the module layout it knows (Transformer, mean
-Pooling, optional Normalize) and only after giving the same vectors as `encode` on probe texts.
+whole. `LeanEncoder` does the same work with the fast tokenizer, numpy and an ONNX Runtime session,
+for questions and (`encode_many`) for documents and sentences. It is used only for the module layout
+it knows (Transformer, mean Pooling, optional Normalize) and only after giving the same vectors as
+`encode` on probe texts: `from_model` checks against a loaded SentenceTransformer; rag.onnx_model
+makes it without one, checked against the vectors sentence-transformers gave at export.
 
 `SessionChoice` picks the session for a question embedded alone: one intra-op thread (the run stays
 on the calling thread: nothing to wake, no core taken from the event loop) or every CPU the process
@@ -84,8 +86,32 @@ class LeanEncoder:
         """The same encoder on another session of the same model (another thread count)."""
         return LeanEncoder(self.tokenizer, session, self.input_names, self.pad_id)
 
+    def encode_many(self, texts: Sequence[str], batch_size: int, progress=None, window: int = 16) -> np.ndarray:
+        """Bulk encoding (documents, sentences), in the input's order: texts are tokenized `window`
+        batches at a time (token objects are large: never a whole segment's at once) and run in batches
+        of similar token length (little padding). `progress(n)` is called after each batch of n."""
+        out: np.ndarray | None = None
+        step = batch_size * window
+        for first in range(0, len(texts), step):
+            encodings = self.tokenizer.encode_batch(list(texts[first: first + step]))
+            order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+            for start in range(0, len(order), batch_size):
+                rows = order[start: start + batch_size]
+                vectors = self._run(*self._pad([encodings[r] for r in rows]))
+                if out is None:
+                    out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+                out[first + rows] = vectors
+                if progress is not None:
+                    progress(len(rows))
+        if out is None:
+            raise ValueError("nothing to encode")
+        return out
+
     def tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(list(texts))
+        return self._pad(encodings)
+
+    def _pad(self, encodings) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -95,7 +121,9 @@ class LeanEncoder:
         return ids, mask
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        ids, mask = self.tokens(texts)
+        return self._run(*self.tokens(texts))
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(["last_hidden_state"], {k: feed[k] for k in self.input_names})[0]
         weights = mask[:, :, None].astype(np.float32)

@@ -32,6 +32,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from .documents import Document
 from .durable import fsync_path
 from .errors import IndexCorruptError, IndexMismatchError
 from .index import Index, IndexConfig
+from .lazy_documents import LazyDocuments
 from .lexical import BM25Index
 from . import sentence_terms
 from .npyfile import NpyFile
@@ -260,20 +262,18 @@ def _document_line(doc) -> bytes:
     return document_line(doc)
 
 
-def _read_stored_documents_lazily(path: Path) -> list[StoredDocument]:
+def _read_stored_documents_lazily(path: Path) -> Sequence[StoredDocument]:
     """Documents whose texts stay on disk (DocumentTexts). Their fields and line offsets come from
     the small files beside documents.jsonl (parsing every text at a million chunks took seconds)."""
     offsets_path, fields_path = path.with_name("documents.offsets.npy"), path.with_name("documents.fields.jsonl")
-    if offsets_path.is_file() and fields_path.is_file():
-        offsets = np.load(offsets_path).tolist()
-        with open(fields_path, encoding="utf-8") as f:
-            fields = [json.loads(line) for line in f]
-        if len(offsets) != len(fields) + 1 or offsets[-1] != path.stat().st_size:
+    if offsets_path.is_file() and fields_path.is_file():  # each document made when first read
+        offsets = np.load(offsets_path)
+        documents = LazyDocuments(fields_path.read_bytes(), lambda row, f: StoredDocument(
+            texts=texts, row=row, **{**f, "metadata": f.get("metadata") or {}}))
+        if len(offsets) != len(documents) + 1 or offsets[-1] != path.stat().st_size:
             raise IndexCorruptError(f"{fields_path.parent}: the documents' fields disagree with documents.jsonl")
-        for r in fields:
-            r["metadata"] = r.get("metadata") or {}
         texts = DocumentTexts(path, offsets)
-        return [StoredDocument(texts=texts, row=row, **f) for row, f in enumerate(fields)]
+        return documents
     fields, offsets = [], [0]
     with open(path, "rb") as f:
         for line in f:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -39,11 +40,15 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
     state = {"error": None, "warm": False}
 
     def load() -> None:
+        started = time.perf_counter()
         try:
             for note in startup.first_start_notes(pipeline.settings):
                 log.info(note)
+            pipeline.embedder  # noqa: B018 - loaded here to time it apart from the index
+            model_s = time.perf_counter() - started
             if not pipeline.ready:
                 pipeline.load()
+            index_s = time.perf_counter() - started - model_s
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             state["error"] = str(exc)
             log.error("cannot serve the index: %s", exc)
@@ -54,7 +59,12 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
             log.warning("warm-up question failed: %s", exc)
         state["warm"] = True
-        log.info("index ready: %d documents, %d chunks", pipeline.index.document_count, pipeline.index.chunk_count)
+        log.info("index ready: %d documents, %d chunks (model %.1f s, index %.1f s, warm-up %.1f s)",
+                 pipeline.index.document_count, pipeline.index.chunk_count, model_s, index_s,
+                 time.perf_counter() - started - model_s - index_s)
+        # Segments make their documents when first read (rag.lazy_documents), and a write looks its ids up
+        # in every segment: build those id maps now, after ready, rather than in the first write.
+        threading.Thread(target=pipeline.index.document, args=("",), name="index-ids", daemon=True).start()
 
     async def lifespan(_: FastAPI):
         s = pipeline.settings

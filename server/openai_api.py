@@ -85,10 +85,10 @@ def _token_counter(pipeline: Pipeline):
         texts = [t for t in texts if t]
         if not texts:
             return 0
-        tokenizer = getattr(pipeline.embedder, "tokenizer", None)
-        if tokenizer is None:
+        count_tokens = getattr(pipeline.embedder, "count_tokens", None)
+        if count_tokens is None:
             return sum(len(t.split()) for t in texts)
-        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
+        return count_tokens(texts)
 
     return count
 

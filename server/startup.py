@@ -1,6 +1,6 @@
 """What a start is about to do, in words ("indexing seeds/ (1 document)…"), and the shortcut that lets
-`rag ask` use a server that is already running instead of loading the model itself (8-9 s, most of it
-importing torch and sentence-transformers and loading the model; the question takes milliseconds)."""
+`rag ask` use a server that is already running instead of loading the model and the index itself
+(seconds; the question takes milliseconds)."""
 from __future__ import annotations
 
 import hashlib

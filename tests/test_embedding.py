@@ -47,14 +47,3 @@ def test_int8_backend_is_close_to_fp32_and_never_mixed_with_it(tmp_path_factory,
 def test_unknown_backend_is_refused_with_its_name(tmp_path):
     with pytest.raises(ValueError, match="got 'tensorrt'"):
         SentenceTransformerEmbedder(backend="tensorrt", cache_dir=tmp_path)
-
-
-def test_every_query_session_gives_sentence_transformers_vectors(embedder):
-    """The lean query path is in use for the default model, on each session, with the same vectors."""
-    assert embedder._lean is not None
-    texts = QUESTIONS[:3] + ["  Spaces,  ÜNICODE and a long tail " + "word " * 300]
-    expected = embedder._query_model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
-    for kind, encode in embedder._encoders.items():
-        got = np.vstack([encode([t]) for t in texts])
-        assert np.allclose(got, expected, atol=1e-5), kind
-        assert np.allclose(encode(texts), expected, atol=1e-5), kind  # padded batch

@@ -56,7 +56,9 @@ def oai(api) -> openai.OpenAI:
 def test_usage_counts_tokens_with_the_embedding_tokenizer(oai, seed_pipeline):
     resp = oai.chat.completions.create(model="rag", messages=[{"role": "user", "content": PESKOV}])
     content = resp.choices[0].message.content
-    tokenizer = seed_pipeline.embedder.tokenizer
+    from transformers import AutoTokenizer  # the model's own tokenizer, as sentence-transformers loads it
+
+    tokenizer = AutoTokenizer.from_pretrained(seed_pipeline.embedder.model_dir, local_files_only=True)
     assert resp.usage.completion_tokens == len(tokenizer(content, add_special_tokens=False)["input_ids"])
     # The prompt is the question plus the retrieved passages the answer was made from.
     assert resp.usage.prompt_tokens > 100
