@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from .errors import InvalidInputError
+from .filters import Filter
 from .generation.evidence import is_prose
 
 if TYPE_CHECKING:
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
 class NullConfig:
     queries: int = 96  # pseudo-questions per corpus
     words: int = 10  # words of a pseudo-question (a window from the middle of its sentence)
-    quantile: float = 0.4  # of the null probabilities: the threshold
+    quantile: float = 0.8  # of the null probabilities: the threshold
     min_documents: int = 8  # below this, leave out the chunk (and neighbours) instead of the document
     stale_fraction: float = 0.2  # recompute when the live chunk count changed by more than this share
+    same_title: bool = True  # leave out the other parts of its work too (documents with its title)
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,23 @@ def pseudo_queries(index: "Index", config: NullConfig) -> list[PseudoQuery]:
         text = _question_from(index, row, config.words)
         if text:
             exclude = _own_rows(index, row, len(index.chunks), MAX_EXCLUDED if by_document else 1)
+            if config.same_title and by_document:
+                titled = _titled(index, index.documents[index.chunks.locate(row)[1]].title)
+                if len(titled) <= len(rows) // 2:  # a title most documents share names no work
+                    exclude = np.union1d(exclude, titled)
             if len(exclude) < len(rows):
                 out.append(PseudoQuery(text, exclude))
     return out
+
+
+def _titled(index: "Index", title: str) -> np.ndarray:
+    """The live chunk rows of documents titled `title` (a paper split into paragraphs, a book into
+    chapters: one work), through the filters' row masks."""
+    try:
+        mask = index.allowed(Filter.parse({"title": {"$eq": title}})) if title else None
+    except InvalidInputError:  # a title longer than a filter may name: its own document alone
+        mask = None
+    return np.zeros(0, np.int64) if mask is None else np.flatnonzero(mask)
 
 
 def _own_rows(index: "Index", row: int, n: int, reach: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The abstention threshold calibrated against the corpus (rag/abstention.py), with the stand-in embedder."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -50,6 +51,23 @@ def test_pseudo_questions_leave_their_own_document_out(fake_pipeline):
         assert q.text in index.documents[doc].text
         passages = p.retriever.search(index, q.text, 5, exclude=q.exclude)
         assert passages and all(ps.row not in set(q.exclude.tolist()) for ps in passages)
+
+
+def test_the_parts_of_one_work_are_left_out_together(fake_pipeline):
+    docs = _corpus(shared_topic=True)
+    docs[:3] = [dataclasses.replace(d, title="One paper") for d in docs[:3]]  # three paragraphs of one work
+    p = _pipeline(fake_pipeline, docs)
+    index = p.index
+    paper = {r for r in range(len(index.chunks)) if index.chunks.locate(r)[1] < 3}
+    queries = pseudo_queries(index, NullConfig(queries=12, words=6))
+    from_paper = [q for q in queries if paper & set(q.exclude.tolist())]
+    assert from_paper and all(set(q.exclude.tolist()) == paper for q in from_paper)
+    assert len(pseudo_queries(index, NullConfig(queries=12, words=6, same_title=False))[0].exclude) < len(paper)
+    docs = [dataclasses.replace(d, title="Untitled") for d in docs]  # a title every document shares names no work
+    shared = fake_pipeline(p.settings.data_dir.parent / "untitled", chunk_size=200)
+    shared.ingest_documents(docs)
+    for q in pseudo_queries(shared.index, NullConfig(queries=12, words=6)):
+        assert len({shared.index.chunks.locate(int(r))[1] for r in q.exclude}) == 1
 
 
 def test_with_few_documents_a_pseudo_question_leaves_out_its_chunk_and_neighbours(fake_pipeline):

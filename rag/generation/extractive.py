@@ -41,7 +41,7 @@ class ExtractiveConfig:
     w_phrase: float = 0.1
     w_passage: float = 0.1
     abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
-    null_quantile: float | None = 0.4  # the corpus' own threshold (rag/abstention.py); None: the base alone
+    null_quantile: float | None = 0.8  # the corpus' own threshold (rag/abstention.py); None: the base alone
     null_top_k: int = 5  # passages a pseudo-question retrieves (the service's top_k)
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
