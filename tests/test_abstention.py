@@ -131,3 +131,11 @@ def test_the_seed_articles_threshold_comes_from_its_own_chunks(seed_pipeline):
     assert threshold == pytest.approx(threshold_from(g.threshold.null, 0.12, g.threshold.config.quantile))
     assert seed_pipeline.ask("What will the weather be in Paris tomorrow?").abstained
     assert not seed_pipeline.ask("What role has Keir Starmer said the UK is ready to play?").abstained
+
+
+def test_the_parameter_search_counts_abstentions_as_rag_eval_does():
+    from eval.calibrate_null import abstention
+
+    split = {"probs": np.array([0.05, 0.2, 0.5, 0.1, 0.9]), "answerable": np.array([False, False, True, True, True])}
+    assert abstention(split, 0.15) == pytest.approx((0.5, 0.5, 1 / 3))  # abstains on 0.05 and 0.1
+    assert abstention(split, 0.01) == pytest.approx((0.0, 0.0, 0.0))
