@@ -109,7 +109,7 @@ def test_a_single_topic_corpus_gets_a_stricter_threshold_than_a_diverse_one(fake
     base = diverse.generators.get("extractive").abstain_threshold(diverse.index)
     assert base == pytest.approx(0.12)
     assert strict > base + 0.1
-    off = fake_pipeline(tmp_path / "off", chunk_size=200, abstain_null_quantile=None)
+    off = fake_pipeline(tmp_path / "off", chunk_size=200, abstain_null_quantile=0)
     off.ingest_documents(_corpus(shared_topic=True))
     assert off.generators.get("extractive").abstain_threshold(off.index) == pytest.approx(0.12)
 

@@ -41,7 +41,7 @@ class ExtractiveConfig:
     w_phrase: float = 0.1
     w_passage: float = 0.1
     abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
-    null_quantile: float | None = 0.8  # the corpus' own threshold (rag/abstention.py); None: the base alone
+    null_quantile: float = 0.8  # the corpus' own threshold (rag/abstention.py); 0: the base threshold alone
     null_top_k: int = 5  # passages a pseudo-question retrieves (the service's top_k)
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
@@ -72,7 +72,7 @@ class ExtractiveGenerator:
         # Without a retriever (no corpus to ask pseudo-questions of) the base threshold applies alone.
         self.threshold = CorpusThreshold(self._pseudo_answerable, config.abstain_threshold,
                                          NullConfig(quantile=config.null_quantile)) \
-            if retriever is not None and config.null_quantile is not None else None
+            if retriever is not None and config.null_quantile > 0 else None
 
     def abstain_threshold(self, index: Index) -> float:
         """The threshold for this corpus: the base one, or stricter where near-topic questions the
