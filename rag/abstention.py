@@ -56,7 +56,9 @@ def _live_rows(index: "Index") -> np.ndarray:
     return np.arange(len(index.chunks)) if live is None else np.flatnonzero(live)
 
 
-MAX_EXCLUDED = 20_000  # chunk rows a pseudo-question's own document may span (a bigger one is cut)
+# Chunk rows either side of a pseudo-question's own that its document is followed over (bounds the cost;
+# the far chunks of a bigger document stay searchable).
+MAX_EXCLUDED = 2_000
 
 
 def pseudo_queries(index: "Index", config: NullConfig) -> list[PseudoQuery]:
