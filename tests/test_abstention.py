@@ -139,3 +139,10 @@ def test_the_parameter_search_counts_abstentions_as_rag_eval_does():
     split = {"probs": np.array([0.05, 0.2, 0.5, 0.1, 0.9]), "answerable": np.array([False, False, True, True, True])}
     assert abstention(split, 0.15) == pytest.approx((0.5, 0.5, 1 / 3))  # abstains on 0.05 and 0.1
     assert abstention(split, 0.01) == pytest.approx((0.0, 0.0, 0.0))
+
+
+def test_the_eval_report_shows_the_corpus_threshold_when_it_has_one():
+    from eval.report import table
+
+    assert "abst t" in table({"default": {"hit@1": 0.5, "abstain_threshold": 0.384}}).splitlines()[0]
+    assert "abst t" not in table({"default": {"hit@1": 0.5}})  # over HTTP the threshold is not known
