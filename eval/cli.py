@@ -187,6 +187,8 @@ def run(args: argparse.Namespace, settings) -> int:
         bar.close()
         summary = summarize(records, documents)
         summary["wall_s"] = round(time.perf_counter() - started, 2)
+        if not args.url and "extractive" in variant.generators.names:  # the corpus' own (rag/abstention.py)
+            summary["abstain_threshold"] = round(variant.generators.get("extractive").abstain_threshold(variant.index), 4)
         results[name] = summary
         per_question[name] = [r.to_dict(documents) for r in records]
         latencies[name] = [r.latency_ms for r in records if r.response is not None]

@@ -15,7 +15,7 @@ COLUMNS = [
     ("hit@1", "hit@1"), ("hit@5", "hit@5"), ("hit@20", "hit@20"), ("mrr@10", "MRR@10"), ("ndcg@10", "nDCG@10"),
     ("containment", "contain"), ("exact_match", "EM"), ("f1", "F1"), ("answer_words", "words"),
     ("citation_validity", "cite valid"), ("citation_support", "cite support"),
-    ("abstention_precision", "abst P"), ("abstention_recall", "abst R"),
+    ("abstention_precision", "abst P"), ("abstention_recall", "abst R"), ("abstain_threshold", "abst t"),
     ("faithfulness", "faithful"), ("answer_relevance", "relevant"), ("context_precision", "ctx P"),
     ("context_recall", "ctx R"),
     ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"), ("latency_p99_ms", "p99 ms"),
@@ -37,6 +37,8 @@ DEFINITIONS = {
     "cite support": "share of answerable questions where a cited quote contains a gold answer",
     "abst P": "abstention precision: of the abstentions, the share on questions the documents do not answer",
     "abst R": "abstention recall: of the questions the documents do not answer, the share that abstained",
+    "abst t": "the extractive generator's abstention threshold on this corpus: the base one or the corpus' own "
+              "(docs/quality.md, in-process runs only)",
     "faithful": "LLM-judged (Ragas): share of the answer's statements the retrieved passages support",
     "relevant": "LLM-judged (Ragas): mean cosine similarity between the question and questions the judge "
                 "generates from the answer (embedded with the served model)",

@@ -95,10 +95,13 @@ class Generators:
             g.close()
 
 
-def make_generators(settings: Settings, embedder: Embedder) -> Generators:
+def make_generators(settings: Settings, embedder: Embedder, retriever: Retriever | None = None) -> Generators:
+    """The generators; with `retriever`, the extractive one calibrates its abstention threshold against
+    the corpus (pseudo-questions asked through it, rag/abstention.py)."""
     s = settings
     extractive = ExtractiveGenerator(embedder, ExtractiveConfig(
-        abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences, max_words=s.answer_max_words))
+        abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences, max_words=s.answer_max_words,
+        null_quantile=s.abstain_null_quantile, null_top_k=s.top_k), retriever=retriever)
     llm = OpenAIChatGenerator(OpenAIConfig(
         base_url=s.openai_base_url, model=s.openai_model, api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
         connect_timeout_s=s.openai_connect_timeout_s, max_retries=s.openai_max_retries,

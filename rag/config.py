@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     generator: str = Field("extractive", description="Default generator: extractive or openai.")
     abstain_threshold: float = Field(0.12, ge=0.0, le=1.0, description="Extractive: abstain when the estimated "
                                      "probability that the passages answer the question is below this (docs/quality.md).")
+    abstain_null_quantile: float = Field(0.8, ge=0.0, le=1.0, description="Extractive: raise the threshold "
+                                                "to this quantile of what near-topic questions the corpus cannot answer "
+                                                "get (pseudo-questions drawn from the corpus, docs/quality.md); "
+                                                "0: the threshold alone.")
     answer_max_sentences: int = Field(2, ge=1, le=10)
     answer_max_words: int = Field(75, ge=5, le=1000)
 

@@ -98,9 +98,9 @@ class Pipeline:
         if self._service is None:
             with self._lock:
                 if self._service is None:
-                    self._service = QueryService(self.settings, self.store, self.embedder,
-                                                 components.make_retriever(self.settings, self.embedder),
-                                                 components.make_generators(self.settings, self.embedder))
+                    retriever = components.make_retriever(self.settings, self.embedder)
+                    self._service = QueryService(self.settings, self.store, self.embedder, retriever,
+                                                 components.make_generators(self.settings, self.embedder, retriever))
         return self._service
 
     def ready_service(self) -> QueryService:

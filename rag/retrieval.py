@@ -79,9 +79,11 @@ class Retriever:
 
 
     def search(self, index: Index, query: str, top_k: int = 5, *, mode: RetrievalMode | None = None,
-               filters: Filter | None = None, query_vector: np.ndarray | None = None) -> list[Passage]:
+               filters: Filter | None = None, query_vector: np.ndarray | None = None,
+               exclude: np.ndarray | None = None) -> list[Passage]:
         """The `top_k` best passages. Per-call `mode` overrides the retriever's; `query_vector` is the
-        query's embedding when the caller has it (else it is embedded here, once)."""
+        query's embedding when the caller has it (else it is embedded here, once); `exclude` names chunk
+        rows left out (the corpus' own leave-one-out questions, rag/abstention.py)."""
         if top_k < 1:
             raise InvalidInputError(f"top_k must be greater than 0, got {top_k}")
         mode = mode or self.mode
@@ -89,6 +91,9 @@ class Retriever:
         if n == 0:
             return []
         mask = index.allowed(filters)  # live rows passing the filters (None: all)
+        if exclude is not None and len(exclude):
+            mask = np.ones(n, dtype=bool) if mask is None else mask.copy()
+            mask[exclude] = False
         if mask is not None and not mask.any():
             return []
         k = min(max(self.candidates, top_k), n)

@@ -24,7 +24,8 @@ from ..embedding import Embedder
 from ..index import Index
 from ..lexical import tokenize_cached
 from ..scoring import ANSWERABLE_MODEL, SENTENCE_MODEL, answerable_features, query_terms
-from ..retrieval import Passage
+from ..retrieval import Passage, Retriever
+from ..abstention import CorpusThreshold, NullConfig
 from . import Answer, Citation, Segment, abstain, text_pieces
 from .evidence import is_prose
 
@@ -40,6 +41,8 @@ class ExtractiveConfig:
     w_phrase: float = 0.1
     w_passage: float = 0.1
     abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
+    null_quantile: float = 0.8  # the corpus' own threshold (rag/abstention.py); 0: the base threshold alone
+    null_top_k: int = 5  # passages a pseudo-question retrieves (the service's top_k)
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
     max_words: int = 75
@@ -61,9 +64,26 @@ class ScoredSentence:
 class ExtractiveGenerator:
     name = "extractive"
 
-    def __init__(self, embedder: Embedder, config: ExtractiveConfig = ExtractiveConfig()):
+    def __init__(self, embedder: Embedder, config: ExtractiveConfig = ExtractiveConfig(), *,
+                 retriever: "Retriever | None" = None):
         self.embedder = embedder
         self.config = config
+        self.retriever = retriever
+        # Without a retriever (no corpus to ask pseudo-questions of) the base threshold applies alone.
+        self.threshold = CorpusThreshold(self._pseudo_answerable, config.abstain_threshold,
+                                         NullConfig(quantile=config.null_quantile)) \
+            if retriever is not None and config.null_quantile > 0 else None
+
+    def abstain_threshold(self, index: Index) -> float:
+        """The threshold for this corpus: the base one, or stricter where near-topic questions the
+        corpus cannot answer look answerable (rag/abstention.py)."""
+        return self.config.abstain_threshold if self.threshold is None else self.threshold(index)
+
+    def _pseudo_answerable(self, index: Index, question: str, exclude: np.ndarray) -> float:
+        q = self.embedder.encode_query(question)
+        passages = self.retriever.search(index, question, self.config.null_top_k, query_vector=q, exclude=exclude)
+        return answerable(passages, [s.features for s in self.score_sentences(question, passages, index,
+                                                                               query_vector=q)])
 
     def score_sentences(self, question: str, passages: Sequence[Passage], index: Index, *,
                         query_vector: np.ndarray | None = None) -> list[ScoredSentence]:
@@ -103,7 +123,7 @@ class ExtractiveGenerator:
                  query_vector: np.ndarray | None = None) -> Answer:
         c = self.config
         scored = self.score_sentences(question, passages, index, query_vector=query_vector)
-        if not scored or answerable(passages, [s.features for s in scored]) < c.abstain_threshold:
+        if not scored or answerable(passages, [s.features for s in scored]) < self.abstain_threshold(index):
             return abstain(self.name)
         # Prose that answers comes first; a caption, headline or reference line only when none does.
         scored.sort(key=lambda s: (not (s.prose and s.score >= c.prose_floor), -s.rank_key))

@@ -1,0 +1,160 @@
+"""The abstention threshold of a corpus, calibrated against the corpus itself.
+
+The answerable model (rag/scoring.py) estimates the probability that the retrieved passages answer a
+question, but one fixed threshold cannot serve every corpus: on a corpus whose documents all share a
+topic (papers on coronaviruses, one news article) a question the corpus does not answer still finds
+passages that share its words and its topic, and looks answerable. So each corpus gets a null
+distribution: what the model says about near-topic questions that the corpus cannot answer.
+
+Pseudo-questions are drawn from the corpus itself, deterministically: chunks spread evenly over its
+rows, from each its longest prose sentence, a window of its words as the question. Each is asked of the
+corpus with its own document left out (with very few documents, its own chunk and the neighbours that
+share a sentence with it), through the same retrieval and sentence scoring as a real question, so
+what comes back is exactly a near-topic question whose answer is not there. The threshold is then
+max(base threshold, the `quantile` of those probabilities): a corpus whose near-topic questions look
+answerable gets a stricter bar; a diverse one (Wikipedia articles) keeps the base threshold.
+
+Cost: `queries` searches (96 by default: one to three seconds on two cores), once per corpus. A view of the index is
+immutable, and every write makes a new one: the threshold is kept for the corpus' live chunk count
+and recomputed only when that count has changed by more than `stale_fraction` since it was computed
+(a few writes into a large corpus keep it; a corpus that doubles gets a new one).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .filters import Filter
+from .generation.evidence import is_prose
+
+if TYPE_CHECKING:
+    from .index import Index
+
+
+@dataclass(frozen=True)
+class NullConfig:
+    queries: int = 96  # pseudo-questions per corpus
+    words: int = 10  # words of a pseudo-question (a window from the middle of its sentence)
+    quantile: float = 0.8  # of the null probabilities: the threshold
+    min_documents: int = 8  # below this, leave out the chunk (and neighbours) instead of the document
+    stale_fraction: float = 0.2  # recompute when the live chunk count changed by more than this share
+    same_title: bool = True  # leave out the other parts of its work too (documents with its title)
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    text: str
+    exclude: np.ndarray  # chunk rows left out of its search
+
+
+def _live_rows(index: "Index") -> np.ndarray:
+    live = getattr(index, "live", None)
+    return np.arange(len(index.chunks)) if live is None else np.flatnonzero(live)
+
+
+# Chunk rows either side of a pseudo-question's own that its document is followed over (bounds the cost;
+# the far chunks of a bigger document stay searchable).
+MAX_EXCLUDED = 2_000
+
+
+def pseudo_queries(index: "Index", config: NullConfig) -> list[PseudoQuery]:
+    """Up to `config.queries` pseudo-questions, from chunks spread evenly over the live rows (the same
+    corpus always gives the same ones)."""
+    rows = _live_rows(index)
+    if len(rows) < 2:
+        return []
+    by_document = index.document_count >= config.min_documents
+    picked = np.unique(np.linspace(0, len(rows) - 1, min(config.queries, len(rows))).round().astype(np.int64))
+    out = []
+    for row in rows[picked].tolist():
+        text = _question_from(index, row, config.words)
+        if text:
+            exclude = _own_rows(index, row, len(index.chunks), MAX_EXCLUDED if by_document else 1)
+            if config.same_title and by_document:
+                titled = _titled(index, index.documents[index.chunks.locate(row)[1]].title)
+                if len(titled) <= len(rows) // 2:  # a title most documents share names no work
+                    exclude = np.union1d(exclude, titled)
+            if len(exclude) < len(rows):
+                out.append(PseudoQuery(text, exclude))
+    return out
+
+
+def _titled(index: "Index", title: str) -> np.ndarray:
+    """The live chunk rows of documents titled `title` (a paper split into paragraphs, a book into
+    chapters: one work), through the filters' row masks."""
+    try:
+        mask = index.allowed(Filter.parse({"title": {"$eq": title}})) if title else None
+    except InvalidInputError:  # a title longer than a filter may name: its own document alone
+        mask = None
+    return np.zeros(0, np.int64) if mask is None else np.flatnonzero(mask)
+
+
+def _own_rows(index: "Index", row: int, n: int, reach: int) -> np.ndarray:
+    """The chunk rows of `row`'s document within `reach` rows of it (a document's chunks are
+    consecutive rows): its whole document, or with `reach` 1 the chunk and the neighbours that share
+    a sentence with it."""
+    doc = index.chunks.locate(row)[1]
+    lo = hi = row
+    while lo > 0 and row - lo < reach and index.chunks.locate(lo - 1)[1] == doc:
+        lo -= 1
+    while hi < n - 1 and hi - row < reach and index.chunks.locate(hi + 1)[1] == doc:
+        hi += 1
+    return np.arange(lo, hi + 1, dtype=np.int64)
+
+
+def _question_from(index: "Index", row: int, words: int) -> str:
+    """A window of `words` words from the middle of the chunk's longest prose sentence."""
+    s0, s1 = index.chunk_sentences[row].tolist()
+    best = ""
+    for d, a, b in index.sentences[np.arange(s0, s1)].tolist():
+        text = index.documents[d].text[a:b]
+        if is_prose(text) and len(text) > len(best):
+            best = text
+    tokens = best.split()
+    if len(tokens) < 4:
+        return ""
+    start = max(0, (len(tokens) - words) // 2)
+    return " ".join(tokens[start:start + words])
+
+
+# (index, question, chunk rows to leave out) -> the estimated probability that the passages answer it
+Scorer = Callable[["Index", str, np.ndarray], float]
+
+
+def null_probabilities(index: "Index", score: Scorer, config: NullConfig) -> np.ndarray:
+    return np.array([score(index, q.text, q.exclude) for q in pseudo_queries(index, config)], dtype=np.float64)
+
+
+class CorpusThreshold:
+    """The threshold for the current corpus, computed once per corpus (see the module's docstring)
+    and shared by concurrent questions (one computes it, the others wait)."""
+
+    def __init__(self, score: Scorer, base: float, config: NullConfig = NullConfig()):
+        self._score, self.base, self.config = score, base, config
+        self._lock = threading.Lock()
+        self._chunks = -1  # the live chunk count the threshold was computed for
+        self._threshold = base
+        self.null: np.ndarray = np.zeros(0)
+
+    def _stale(self, chunks: int) -> bool:
+        return self._chunks < 0 or abs(chunks - self._chunks) > self.config.stale_fraction * max(self._chunks, 1)
+
+    def __call__(self, index: "Index") -> float:
+        chunks = len(_live_rows(index))
+        if not self._stale(chunks):
+            return self._threshold
+        with self._lock:
+            if self._stale(chunks):
+                self.null = null_probabilities(index, self._score, self.config)
+                q = float(np.quantile(self.null, self.config.quantile)) if len(self.null) else 0.0
+                self._threshold, self._chunks = max(self.base, q), chunks
+            return self._threshold
+
+
+def threshold_from(null: Sequence[float], base: float, quantile: float) -> float:
+    """max(base, the quantile of the null probabilities): the rule `CorpusThreshold` applies."""
+    return max(base, float(np.quantile(np.asarray(null, dtype=np.float64), quantile))) if len(null) else base
