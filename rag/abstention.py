@@ -14,15 +14,21 @@ what comes back is exactly a near-topic question whose answer is not there. The 
 max(base threshold, the `quantile` of those probabilities): a corpus whose near-topic questions look
 answerable gets a stricter bar; a diverse one (Wikipedia articles) keeps the base threshold.
 
-Cost: `queries` searches (96 by default: one to three seconds on two cores), once per corpus. A view of the index is
-immutable, and every write makes a new one: the threshold is kept for the corpus' live chunk count
-and recomputed only when that count has changed by more than `stale_fraction` since it was computed
-(a few writes into a large corpus keep it; a corpus that doubles gets a new one).
+Cost: `queries` searches (96 by default: one to three seconds on two cores, ~6 s at a million
+chunks), once per corpus: at the end of `rag ingest`, or at a server's first question when no
+stored threshold fits. It is kept on disk beside the index (`abstention.json`, with what it depends
+on) and for the corpus' live chunk count; when that count has changed by more than `stale_fraction`
+(a few writes into a large corpus keep it; a corpus that doubles gets a new one) it is recomputed in
+the background while questions use the previous one.
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -33,6 +39,9 @@ from .generation.evidence import is_prose
 
 if TYPE_CHECKING:
     from .index import Index
+
+log = logging.getLogger("rag.abstention")
+THRESHOLD_VERSION = 1  # of how a stored threshold was computed: bump when the method or models change
 
 
 @dataclass(frozen=True)
@@ -130,15 +139,23 @@ def null_probabilities(index: "Index", score: Scorer, config: NullConfig) -> np.
 
 
 class CorpusThreshold:
-    """The threshold for the current corpus, computed once per corpus (see the module's docstring)
-    and shared by concurrent questions (one computes it, the others wait)."""
+    """The threshold for the current corpus (see the module's docstring), shared by concurrent
+    questions. The first computation for a corpus runs on the caller (one computes, the others
+    wait); once a threshold exists, a stale one is recomputed in a background thread while questions
+    go on with it, so a write that grows the corpus never makes a question wait seconds. With `path`
+    the threshold is kept on disk with `key` (what it depends on: model, retrieval and answer
+    settings), so a restart or a server started after `rag ingest` does not compute it again."""
 
-    def __init__(self, score: Scorer, base: float, config: NullConfig = NullConfig()):
+    def __init__(self, score: Scorer, base: float, config: NullConfig = NullConfig(), *,
+                 path: Path | None = None, key: str = ""):
         self._score, self.base, self.config = score, base, config
+        self._path, self._key = path, key
         self._lock = threading.Lock()
         self._chunks = -1  # the live chunk count the threshold was computed for
         self._threshold = base
+        self._refresh: threading.Thread | None = None
         self.null: np.ndarray = np.zeros(0)
+        self._read()
 
     def _stale(self, chunks: int) -> bool:
         return self._chunks < 0 or abs(chunks - self._chunks) > self.config.stale_fraction * max(self._chunks, 1)
@@ -148,11 +165,70 @@ class CorpusThreshold:
         if not self._stale(chunks):
             return self._threshold
         with self._lock:
-            if self._stale(chunks):
-                self.null = null_probabilities(index, self._score, self.config)
-                q = float(np.quantile(self.null, self.config.quantile)) if len(self.null) else 0.0
-                self._threshold, self._chunks = max(self.base, q), chunks
+            if self._chunks < 0:  # none yet for this corpus
+                self._compute(index, chunks)
+            elif self._stale(chunks) and (self._refresh is None or not self._refresh.is_alive()):
+                self._refresh = threading.Thread(target=self._compute_locked, args=(index, chunks),
+                                                 name="abstention-threshold", daemon=True)
+                self._refresh.start()
             return self._threshold
+
+    def refresh(self, index: "Index") -> float:
+        """Compute it now if it is stale (after a bulk ingest, which may exit before a background one ends)."""
+        chunks = len(_live_rows(index))
+        with self._lock:
+            if self._stale(chunks):
+                self._compute(index, chunks)
+            return self._threshold
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until a background recomputation (if any) has finished."""
+        refresh = self._refresh
+        if refresh is not None:
+            refresh.join(timeout)
+
+    def _compute_locked(self, index: "Index", chunks: int) -> None:
+        try:
+            null = null_probabilities(index, self._score, self.config)
+        except Exception:  # noqa: BLE001 - the old threshold stays; the next stale question tries again
+            log.exception("recomputing the corpus' abstention threshold failed; keeping %.3f", self._threshold)
+            return
+        with self._lock:
+            self._set(null, chunks)
+
+    def _compute(self, index: "Index", chunks: int) -> None:
+        self._set(null_probabilities(index, self._score, self.config), chunks)
+
+    def _set(self, null: np.ndarray, chunks: int) -> None:
+        self.null = null
+        self._threshold, self._chunks = threshold_from(null, self.base, self.config.quantile), chunks
+        self._write()
+
+    def _read(self) -> None:
+        if self._path is None:
+            return
+        try:
+            stored = json.loads(self._path.read_text(encoding="utf-8"))
+            if stored.get("key") == self._key:
+                self.null = np.asarray(stored["null"], dtype=np.float64)
+                self._threshold, self._chunks = float(stored["threshold"]), int(stored["chunks"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a cache: computed again
+            log.warning("ignoring %s (%s)", self._path, exc)
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        body = {"key": self._key, "chunks": self._chunks, "threshold": self._threshold,
+                "null": [round(float(x), 6) for x in self.null]}
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body), encoding="utf-8")
+            os.replace(tmp, self._path)
+        except OSError as exc:  # a read-only or full disk: computed again after a restart
+            log.warning("could not keep the abstention threshold in %s (%s)", self._path, exc)
 
 
 def threshold_from(null: Sequence[float], base: float, quantile: float) -> float:

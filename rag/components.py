@@ -2,9 +2,11 @@
 retriever (and its fusion strategy), and the index builder that ties embedder and chunking."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
+from .abstention import THRESHOLD_VERSION
 from .build import build_index
 from .chunking import SENTENCE_SPLITTER
 from .config import Settings
@@ -99,9 +101,16 @@ def make_generators(settings: Settings, embedder: Embedder, retriever: Retriever
     """The generators; with `retriever`, the extractive one calibrates its abstention threshold against
     the corpus (pseudo-questions asked through it, rag/abstention.py)."""
     s = settings
-    extractive = ExtractiveGenerator(embedder, ExtractiveConfig(
+    config = ExtractiveConfig(
         abstain_threshold=s.abstain_threshold, max_sentences=s.answer_max_sentences, max_words=s.answer_max_words,
-        null_quantile=s.abstain_null_quantile, null_top_k=s.top_k), retriever=retriever)
+        null_quantile=s.abstain_null_quantile, null_top_k=s.top_k)
+    # The corpus' threshold is kept beside the index with everything it depends on, so a changed
+    # setting (or model) computes it again rather than reading one made for other answers.
+    key = json.dumps({"version": THRESHOLD_VERSION, "model": s.embed_model, "chunking": [s.chunk_size, s.chunk_overlap],
+                      "answers": asdict(config), "retriever": None if retriever is None else {
+                          k: str(v) for k, v in vars(retriever).items() if k != "embedder"}}, sort_keys=True)
+    extractive = ExtractiveGenerator(embedder, config, retriever=retriever,
+                                     threshold_file=s.index_dir / "abstention.json", threshold_key=key)
     llm = OpenAIChatGenerator(OpenAIConfig(
         base_url=s.openai_base_url, model=s.openai_model, api_key=s.openai_api_key, timeout_s=s.openai_timeout_s,
         connect_timeout_s=s.openai_connect_timeout_s, max_retries=s.openai_max_retries,

@@ -17,6 +17,7 @@ import numpy as np
 
 from .index import Index, IndexConfig
 from .lexical import BM25Index
+from .npyfile import write_npy
 from .sentence_terms import SentenceTerms, merged as merged_terms
 from .segments import Segment
 from .vectors import VectorIndexPolicy, empty_vector_index, finish_vector_index
@@ -93,16 +94,12 @@ def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: Vec
     n_chunks = sum(len(c) for _, c, _ in picks)
     n_sents = sum(len(s) for _, _, s in picks)
     dim = config.dimension
+    blocks = (seg.index.sentence_vectors[keep_sents[k:k + COPY_BATCH]]
+              for seg, _, keep_sents in picks for k in range(0, len(keep_sents), COPY_BATCH))
     if sentence_file is not None:
-        sent_vectors = np.lib.format.open_memmap(sentence_file, mode="w+", dtype=np.float16, shape=(n_sents, dim))
+        sent_vectors = write_npy(sentence_file, (n_sents, dim), np.float16, blocks)
     else:
-        sent_vectors = np.empty((n_sents, dim), dtype=np.float16)
-    at = 0
-    for seg, _, keep_sents in picks:
-        for k in range(0, len(keep_sents), COPY_BATCH):
-            part = keep_sents[k:k + COPY_BATCH]
-            sent_vectors[at:at + len(part)] = seg.index.sentence_vectors[part]
-            at += len(part)
+        sent_vectors = np.concatenate([np.zeros((0, dim), np.float16), *blocks]).astype(np.float16, copy=False)
 
     def sample(take: int, rng: np.random.Generator) -> np.ndarray:
         rows = np.sort(rng.choice(n_chunks, take, replace=False)) if take < n_chunks else np.arange(n_chunks)
@@ -118,8 +115,6 @@ def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: Vec
     bm25 = BM25Index.merged([(seg.index.bm25, keep) for seg, keep, _ in picks])
     terms = merged_terms([_terms_of(seg.index, keep_sents) for seg, _, keep_sents in picks],
                          sentence_file.parent if sentence_file is not None else None)
-    if sentence_file is not None:
-        sent_vectors.flush()
     cat = (lambda parts, cols: np.concatenate(parts).astype(np.int64).reshape(-1, cols) if parts
            else np.zeros((0, cols), np.int64))
     return Index(config=config, documents=documents, chunk_doc_row=cat(chunk_doc_row, 1).reshape(-1),

@@ -94,3 +94,22 @@ class NpyFile:
 
     def close(self) -> None:
         self._release()
+
+
+def write_npy(path: str | Path, shape: tuple[int, ...], dtype, blocks) -> NpyFile:
+    """Write a .npy file from `blocks` (arrays whose rows make up `shape`, in order) with plain
+    writes, and open it as an NpyFile. A large output (a merge's sentence vectors) is built this way
+    rather than in a memory-mapped file, whose written pages count in the writer's resident memory."""
+    dtype = np.dtype(dtype)
+    path = Path(path)
+    written = 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                 "fortran_order": False, "shape": tuple(shape)})
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=dtype)
+            f.write(block.tobytes())
+            written += len(block)
+    if written != shape[0]:
+        raise ValueError(f"{path}: {written} rows written, {shape[0]} expected")
+    return NpyFile(path)

@@ -154,14 +154,23 @@ class Pipeline:
 
     def ingest(self, paths: Iterable[str | Path], *, rebuild: bool = False,
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
-        return self.ingestor.ingest(paths, rebuild=rebuild, progress=progress)
+        return self._calibrated(self.ingestor.ingest(paths, rebuild=rebuild, progress=progress))
 
     def ingest_documents(self, documents: list[Document], *, skipped: list[SkippedFile] | None = None,
                          rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
                          replace_all: bool = False, remove_if: Callable[[Document], bool] | None = None
                          ) -> IngestReport:
-        return self.ingestor.ingest_documents(documents, skipped=skipped, rebuild=rebuild, progress=progress,
-                                              replace_all=replace_all, remove_if=remove_if)
+        return self._calibrated(self.ingestor.ingest_documents(
+            documents, skipped=skipped, rebuild=rebuild, progress=progress, replace_all=replace_all,
+            remove_if=remove_if))
+
+    def _calibrated(self, report: IngestReport) -> IngestReport:
+        """After a bulk ingest, the corpus' abstention threshold (rag/abstention.py) is computed and
+        kept beside the index, so the first question of a server started on it does not wait for it."""
+        threshold = getattr(self.service.generators.get("extractive"), "threshold", None)
+        if threshold is not None and self.store.ready:
+            threshold.refresh(self.index)
+        return report
 
     def put_documents(self, documents: Sequence[Document], *,
                       cancelled: Callable[[], bool] | None = None) -> list[str]:

@@ -11,6 +11,7 @@ sentences tokenized when read, as before.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .lexical import tokenize
-from .npyfile import NpyFile
+from .npyfile import NpyFile, write_npy
 
 VERSION = 1  # bump when lexical.tokenize changes what it returns
 INDPTR, HASHES = "sentence_terms.indptr.npy", "sentence_terms.hashes.npy"
@@ -67,8 +68,11 @@ class SentenceTerms:
         return (np.concatenate(pieces) if pieces else np.zeros(0, np.int64)), owner
 
     def save(self, directory: Path) -> None:
-        np.save(directory / INDPTR, np.asarray(self.indptr, dtype=np.int64))
-        np.save(directory / HASHES, np.asarray(self.hashes, dtype=np.int64))
+        for name, array in ((INDPTR, self.indptr), (HASHES, self.hashes)):
+            if isinstance(array, NpyFile) and array.dtype == np.int64:
+                shutil.copyfile(array.path, directory / name)  # a merge's output file: copied by the kernel
+            else:
+                np.save(directory / name, np.asarray(array, dtype=np.int64))
 
     @classmethod
     def load(cls, directory: Path, version: int | None, sentences: int) -> "SentenceTerms | None":
@@ -83,7 +87,8 @@ class SentenceTerms:
 
 def merged(parts: Sequence[tuple[SentenceTerms, np.ndarray]], out: Path | None = None) -> SentenceTerms:
     """The terms of the kept sentence rows of each part, in order (a merge). With `out` (a
-    directory) the hashes are written there memory-mapped, so a large merge holds none in memory."""
+    directory) the hashes are written to a file there and read on demand, so a large merge holds
+    none in memory."""
     counts = []
     for terms, keep in parts:
         keep = np.asarray(keep, dtype=np.int64)
@@ -92,16 +97,8 @@ def merged(parts: Sequence[tuple[SentenceTerms, np.ndarray]], out: Path | None =
     indptr = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
     if len(indptr) > 1:
         np.cumsum(np.concatenate(counts), out=indptr[1:])
-    total = int(indptr[-1])
-    hashes = (np.lib.format.open_memmap(out / HASHES, mode="w+", dtype=np.int64, shape=(total,))
-              if out is not None else np.empty(total, dtype=np.int64))
-    at = 0
-    for terms, keep in parts:
-        keep = np.asarray(keep, dtype=np.int64)
-        for k in range(0, len(keep), 65_536):
-            flat, _ = terms.read(keep[k:k + 65_536])
-            hashes[at:at + len(flat)] = flat
-            at += len(flat)
+    blocks = (terms.read(np.asarray(keep[k:k + 65_536], dtype=np.int64))[0]
+              for terms, keep in parts for k in range(0, len(keep), 65_536))
     if out is not None:
-        hashes.flush()
-    return SentenceTerms(indptr, hashes)
+        return SentenceTerms(indptr, write_npy(out / HASHES, (int(indptr[-1]),), np.int64, blocks))
+    return SentenceTerms(indptr, np.concatenate([np.zeros(0, np.int64), *blocks]))

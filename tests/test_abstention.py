@@ -1,6 +1,8 @@
 """The abstention threshold calibrated against the corpus (rag/abstention.py), with the stand-in embedder."""
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import random
 
@@ -94,11 +96,50 @@ def test_threshold_is_the_base_or_the_nulls_quantile_and_is_kept_until_the_corpu
     p.put_documents(_corpus(shared_topic=True, documents=13)[12:])  # one document more: under 20% more chunks
     t(p.index)
     assert len(calls) == asked
-    p.put_documents(_corpus(shared_topic=False, documents=20)[12:])  # many more: computed again
-    t(p.index)
+    before = t(p.index)
+    p.put_documents(_corpus(shared_topic=False, documents=20)[12:])  # many more: computed again,
+    assert t(p.index) == before  # in the background, the previous threshold answering meanwhile
+    t.wait(30)
     assert len(calls) > asked
     assert threshold_from([0.01, 0.02], 0.12, 0.5) == 0.12
     assert threshold_from([], 0.12, 0.5) == 0.12
+
+
+def test_a_corpus_threshold_is_kept_on_disk_for_the_settings_it_was_computed_with(fake_pipeline, tmp_path):
+    p = _pipeline(fake_pipeline, _corpus(shared_topic=True))
+    calls = []
+
+    def score(index, question, exclude):
+        calls.append(question)
+        return 0.9 if len(calls) % 2 else 0.1
+
+    path = tmp_path / "abstention.json"
+    first = CorpusThreshold(score, 0.12, NullConfig(queries=10, quantile=0.5), path=path, key="a")
+    value = first(p.index)
+    asked = len(calls)
+    assert asked > 0 and path.exists()
+    again = CorpusThreshold(score, 0.12, NullConfig(queries=10, quantile=0.5), path=path, key="a")
+    assert again(p.index) == value and len(calls) == asked  # read back: no pseudo-question asked
+    other = CorpusThreshold(score, 0.12, NullConfig(queries=10, quantile=0.5), path=path, key="b")
+    other(p.index)
+    assert len(calls) > asked  # made with other settings: computed again
+    path.write_text("{not json")
+    damaged = CorpusThreshold(score, 0.12, NullConfig(queries=10, quantile=0.5), path=path, key="b")
+    asked = len(calls)
+    damaged(p.index)
+    assert len(calls) > asked  # a damaged file is only a cache
+
+
+def test_an_ingest_leaves_the_threshold_for_the_next_process(fake_pipeline, tmp_path):
+    data = tmp_path / "kept"
+    p = fake_pipeline(data, chunk_size=200)
+    p.ingest_documents(_corpus(shared_topic=True))
+    stored = json.loads((p.settings.index_dir / "abstention.json").read_text())
+    later = fake_pipeline(data, chunk_size=200)
+    later.load(build_from_seeds=False)
+    g = later.generators.get("extractive")
+    assert g.threshold.null.tolist() == stored["null"] and len(stored["null"]) > 0  # read, not computed
+    assert g.abstain_threshold(later.index) == pytest.approx(stored["threshold"])
 
 
 def test_a_single_topic_corpus_gets_a_stricter_threshold_than_a_diverse_one(fake_pipeline, tmp_path):

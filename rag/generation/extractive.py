@@ -15,6 +15,7 @@ is under `abstain_threshold`, a threshold that means the same on any corpus.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, Sequence
 
 import numpy as np
@@ -65,13 +66,14 @@ class ExtractiveGenerator:
     name = "extractive"
 
     def __init__(self, embedder: Embedder, config: ExtractiveConfig = ExtractiveConfig(), *,
-                 retriever: "Retriever | None" = None):
+                 retriever: "Retriever | None" = None, threshold_file: Path | None = None, threshold_key: str = ""):
         self.embedder = embedder
         self.config = config
         self.retriever = retriever
         # Without a retriever (no corpus to ask pseudo-questions of) the base threshold applies alone.
         self.threshold = CorpusThreshold(self._pseudo_answerable, config.abstain_threshold,
-                                         NullConfig(quantile=config.null_quantile)) \
+                                         NullConfig(quantile=config.null_quantile), path=threshold_file,
+                                         key=threshold_key) \
             if retriever is not None and config.null_quantile > 0 else None
 
     def abstain_threshold(self, index: Index) -> float:
