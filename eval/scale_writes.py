@@ -113,6 +113,8 @@ def write_phase(base_url: str, docs: list, questions: list[str], say: Callable[[
                 continue
             deletes.append(time.perf_counter() - t0)
         merges = _metric(c.get("/metrics").text, "rag_index_merges_total")
+        for doc in docs[DELETES:]:  # untimed: the index is left as it was (a --reuse run writes them anew)
+            c.delete(f"/documents/{doc.id}")
     stop.set()
     for t in threads:
         if t.is_alive():

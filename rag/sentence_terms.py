@@ -76,10 +76,12 @@ class SentenceTerms:
 
     @classmethod
     def load(cls, directory: Path, version: int | None, sentences: int) -> "SentenceTerms | None":
-        """The stored terms, read on demand; None when the segment has none of this version."""
+        """The stored terms (hashes read on demand); None when the segment has none of this version."""
         if version != VERSION or not (directory / INDPTR).is_file():
             return None
-        terms = cls(NpyFile(directory / INDPTR), NpyFile(directory / HASHES))
+        # The offsets in memory (8 bytes a sentence: 35 MB at a million chunks), so a question's
+        # ~150 runs of candidate sentences cost one read each, not three.
+        terms = cls(np.load(directory / INDPTR), NpyFile(directory / HASHES))
         if len(terms.indptr) != sentences + 1:
             raise ValueError(f"{INDPTR} holds {len(terms.indptr) - 1} sentences, not {sentences}")
         return terms
