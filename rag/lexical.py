@@ -13,6 +13,7 @@ import json
 import math
 import re
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -128,6 +129,11 @@ class BM25Index:
         self.text_df = text_df  # int32 (terms): chunks holding the term in their text
         self.size = len(lengths)
         self._view: BM25View | None = None
+        # Long postings lists' saturated term frequencies, by (term, average length): common terms come
+        # back question after question, and computing these was most of a query's BM25 at a million chunks.
+        self._saturated: OrderedDict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._saturated_bytes = 0
+        self._saturated_lock = threading.Lock()
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -246,17 +252,39 @@ class BM25Index:
         token counts twice, as in bm25s. Rows of deleted chunks are the caller's to mask."""
         if not self.size:
             return
-        norm_a = np.float32(K1 * (1.0 - B))
-        norm_b = np.float32(K1 * B / stats.average_length)
         for t in tokens:
             tid = self.vocab.get(t)
             if tid is None:
                 continue
-            a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
-            rows = np.asarray(self.rows[a:b])
-            tf = np.asarray(self.tf[a:b])
-            idf = np.float32(_idf(stats.chunks, stats.df.get(t, 0)))
-            out[rows] += idf * tf / (norm_a + norm_b * self.lengths[rows] + tf)
+            rows, saturated = self._saturated_tf(tid, stats.average_length)
+            out[rows] += np.float32(_idf(stats.chunks, stats.df.get(t, 0))) * saturated
+
+    SATURATED_MIN = 4_096  # postings: shorter lists are cheap to compute each time
+    SATURATED_BYTES = 64 << 20  # per segment
+
+    def _saturated_tf(self, tid: int, average_length: float) -> tuple[np.ndarray, np.ndarray]:
+        """A term's rows and tf / (tf + k1 (1 - b + b len / avg)): its BM25 contribution without the IDF."""
+        key = (tid, float(average_length))
+        with self._saturated_lock:
+            found = self._saturated.get(key)
+            if found is not None:
+                self._saturated.move_to_end(key)
+                return found
+        a, b = int(self.indptr[tid]), int(self.indptr[tid + 1])
+        rows = np.asarray(self.rows[a:b])
+        tf = np.asarray(self.tf[a:b])
+        norm_a = np.float32(K1 * (1.0 - B))
+        norm_b = np.float32(K1 * B / average_length)
+        saturated = tf / (norm_a + norm_b * self.lengths[rows] + tf)
+        if b - a >= self.SATURATED_MIN:
+            with self._saturated_lock:
+                if key not in self._saturated:
+                    self._saturated[key] = (rows, saturated)
+                    self._saturated_bytes += rows.nbytes + saturated.nbytes
+                    while self._saturated_bytes > self.SATURATED_BYTES and len(self._saturated) > 1:
+                        _, (r, w) = self._saturated.popitem(last=False)
+                        self._saturated_bytes -= r.nbytes + w.nbytes
+        return rows, saturated
 
     # -- the reader API on this segment alone ------------------------------------------------
     def view(self) -> "BM25View":
