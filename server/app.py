@@ -28,6 +28,7 @@ from .schemas import ErrorBody
 
 STATIC = Path(__file__).resolve().parent / "static"
 
+WIDE_SESSION_WAIT_S = 10.0
 log = logging.getLogger("rag.server")
 
 
@@ -58,6 +59,12 @@ def create_app(pipeline: Pipeline | None = None, *, settings: Settings | None = 
             pipeline.ask("What is this collection of documents about?", generator="extractive")
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first request time
             log.warning("warm-up question failed: %s", exc)
+        # The all-CPU session for lone questions is made and timed in the background (it overlaps the
+        # index load); ready waits for it, briefly, so the first questions are not all on one thread.
+        calibrated = getattr(pipeline.embedder, "calibrated", None)
+        if calibrated is not None and not calibrated.wait(WIDE_SESSION_WAIT_S):
+            log.warning("the all-CPU query session is not ready after %.0f s; serving on one thread meanwhile",
+                        WIDE_SESSION_WAIT_S)
         state["warm"] = True
         log.info("index ready: %d documents, %d chunks (model %.1f s, index %.1f s, warm-up %.1f s)",
                  pipeline.index.document_count, pipeline.index.chunk_count, model_s, index_s,
