@@ -148,7 +148,7 @@ def _build_shard(settings: dict, shard: int, documents: list[Document], texts: l
     s = shard_settings(Settings(**settings), shard)
     embedder = PrecomputedEmbedder(s.embed_model, precision, texts, vectors)
     with Pipeline(s, embedder=embedder) as pipeline:
-        report = pipeline.ingest_documents(documents, remove_if=gone)
+        report = pipeline.ingest_documents(documents, remove_if=gone, calibrate=False)
     return {**asdict(report), "skipped": [], "shard": shard, "data_dir": str(s.data_dir)}
 
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .index import Index
 
 log = logging.getLogger("rag.abstention")
-THRESHOLD_VERSION = 1  # of how a stored threshold was computed: bump when the method or models change
+THRESHOLD_VERSION = 2  # of how a stored threshold was computed: bump when the method or models change
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class NullConfig:
     queries: int = 96  # pseudo-questions per corpus
     words: int = 10  # words of a pseudo-question (a window from the middle of its sentence)
     quantile: float = 0.8  # of the null probabilities: the threshold
+    # A corpus never asks for more than even odds: in one of templated documents (records, logs, form
+    # letters) every pseudo-question finds a sibling that looks like its answer, the null nears 1.0, and
+    # a real question about the corpus' one article would abstain (0.93 with 60 records beside the seed).
+    max_threshold: float = 0.5
     min_documents: int = 8  # below this, leave out the chunk (and neighbours) instead of the document
     stale_fraction: float = 0.2  # recompute when the live chunk count changed by more than this share
     same_title: bool = True  # leave out the other parts of its work too (documents with its title)
@@ -201,7 +205,8 @@ class CorpusThreshold:
 
     def _set(self, null: np.ndarray, chunks: int) -> None:
         self.null = null
-        self._threshold, self._chunks = threshold_from(null, self.base, self.config.quantile), chunks
+        self._threshold = threshold_from(null, self.base, self.config.quantile, self.config.max_threshold)
+        self._chunks = chunks
         self._write()
 
     def _read(self) -> None:
@@ -231,6 +236,9 @@ class CorpusThreshold:
             log.warning("could not keep the abstention threshold in %s (%s)", self._path, exc)
 
 
-def threshold_from(null: Sequence[float], base: float, quantile: float) -> float:
-    """max(base, the quantile of the null probabilities): the rule `CorpusThreshold` applies."""
-    return max(base, float(np.quantile(np.asarray(null, dtype=np.float64), quantile))) if len(null) else base
+def threshold_from(null: Sequence[float], base: float, quantile: float,
+                   cap: float = NullConfig.max_threshold) -> float:
+    """max(base, min(cap, the quantile of the null probabilities)): the rule `CorpusThreshold` applies."""
+    if not len(null):
+        return base
+    return max(base, min(cap, float(np.quantile(np.asarray(null, dtype=np.float64), quantile))))

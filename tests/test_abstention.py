@@ -105,6 +105,16 @@ def test_threshold_is_the_base_or_the_nulls_quantile_and_is_kept_until_the_corpu
     assert threshold_from([], 0.12, 0.5) == 0.12
 
 
+def test_a_corpus_of_lookalike_documents_asks_at_most_even_odds(fake_pipeline):
+    """Templated documents (records, logs) make every pseudo-question look answerable; the threshold
+    stops at 0.5, so a question the corpus does answer with 0.78 (the seed's Peskov question beside 60
+    records, measured) is still answered."""
+    p = _pipeline(fake_pipeline, _corpus(shared_topic=True))
+    t = CorpusThreshold(lambda index, question, exclude: 0.99, 0.12, NullConfig(queries=10))
+    assert t(p.index) == 0.5 and len(t.null) and min(t.null) == 0.99
+    assert threshold_from([0.99] * 5, 0.12, 0.8) == 0.5
+
+
 def test_a_corpus_threshold_is_kept_on_disk_for_the_settings_it_was_computed_with(fake_pipeline, tmp_path):
     p = _pipeline(fake_pipeline, _corpus(shared_topic=True))
     calls = []
