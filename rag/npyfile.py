@@ -9,6 +9,7 @@ hundred short runs of rows, well under a millisecond.
 from __future__ import annotations
 
 import os
+import shutil
 import weakref
 from pathlib import Path
 
@@ -113,3 +114,12 @@ def write_npy(path: str | Path, shape: tuple[int, ...], dtype, blocks) -> NpyFil
     if written != shape[0]:
         raise ValueError(f"{path}: {written} rows written, {shape[0]} expected")
     return NpyFile(path)
+
+
+def save_npy(path: str | Path, array, dtype) -> None:
+    """Save `array` as a .npy of `dtype`; an NpyFile already of that dtype (a merge's output, read on
+    demand) is copied by the kernel rather than read into memory and written again."""
+    if isinstance(array, NpyFile) and array.dtype == np.dtype(dtype):
+        shutil.copyfile(array.path, path)
+    else:
+        np.save(path, np.asarray(array, dtype=dtype))

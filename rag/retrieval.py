@@ -106,7 +106,7 @@ class Retriever:
         if lexical_all is not None and mask is not None:
             lexical_all = np.where(mask, lexical_all, -np.inf)
         # The best lexical rows, once: fusion's candidates and the margin's top 20 are both among them.
-        lex_top = positive_top(lexical_all, k) if lexical_all is not None else None
+        lex_top = positive_top(lexical_all, max(k, MARGIN_DEPTH)) if lexical_all is not None else None
 
         if mode is RetrievalMode.dense:
             ranked = sorted(dense.items(), key=lambda kv: -kv[1])
@@ -146,7 +146,7 @@ class Retriever:
             dense.update({r: float(s) for r, s in zip(missing, vecs @ q)})
         if lexical_all is None:
             lexical_all = index.bm25.scores(query)
-        if lex_top is None or len(lex_top) < min(MARGIN_DEPTH, len(lexical_all)):
+        if lex_top is None:  # dense mode: the lexical scores only for the margin
             lex_top = positive_top(lexical_all, MARGIN_DEPTH)
         sentence_cos = best_sentence_cosine(index, arr, q)
         tokens = tokenize_cached([index.chunks.text(r) for r in rows])

@@ -11,7 +11,6 @@ sentences tokenized when read, as before.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .lexical import tokenize
-from .npyfile import NpyFile, write_npy
+from .npyfile import NpyFile, save_npy, write_npy
 
 VERSION = 1  # bump when lexical.tokenize changes what it returns
 INDPTR, HASHES = "sentence_terms.indptr.npy", "sentence_terms.hashes.npy"
@@ -68,11 +67,8 @@ class SentenceTerms:
         return (np.concatenate(pieces) if pieces else np.zeros(0, np.int64)), owner
 
     def save(self, directory: Path) -> None:
-        for name, array in ((INDPTR, self.indptr), (HASHES, self.hashes)):
-            if isinstance(array, NpyFile) and array.dtype == np.int64:
-                shutil.copyfile(array.path, directory / name)  # a merge's output file: copied by the kernel
-            else:
-                np.save(directory / name, np.asarray(array, dtype=np.int64))
+        save_npy(directory / INDPTR, self.indptr, np.int64)
+        save_npy(directory / HASHES, self.hashes, np.int64)
 
     @classmethod
     def load(cls, directory: Path, version: int | None, sentences: int) -> "SentenceTerms | None":

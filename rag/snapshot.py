@@ -43,7 +43,7 @@ from .index import Index, IndexConfig
 from .lazy_documents import LazyDocuments
 from .lexical import BM25Index
 from . import sentence_terms
-from .npyfile import NpyFile
+from .npyfile import NpyFile, save_npy
 from .records import document_from_record, document_line
 from .vectors import VectorIndexPolicy, configure, describe, read_vector_index, write_vector_index
 
@@ -86,10 +86,7 @@ def write_segment(index: Index, root: Path, *, staged: bool = False) -> str:
         table = np.column_stack([index.chunk_doc_row, index.chunk_bounds, index.chunk_sentences]).astype(np.int64)
         np.save(tmp / "chunks.npy", table.reshape(-1, 5))
         np.save(tmp / "sentences.npy", np.asarray(index.sentences, dtype=np.int64))
-        if isinstance(index.sentence_vectors, NpyFile) and index.sentence_vectors.dtype == np.float16:
-            shutil.copyfile(index.sentence_vectors.path, tmp / "sentence_vectors.npy")  # unchanged rows
-        else:
-            np.save(tmp / "sentence_vectors.npy", np.asarray(index.sentence_vectors, dtype=np.float16))
+        save_npy(tmp / "sentence_vectors.npy", index.sentence_vectors, np.float16)
         write_vector_index(index.vectors, str(tmp / "chunks.faiss"), index.vectors_source)
         index.bm25.save(tmp / "bm25")
         if index.sentence_terms is not None:
