@@ -108,7 +108,7 @@ class QueryService:
         self.embedder = embedder
         self.retriever = retriever
         self.generators = generators
-        self._refreshed_at = 0.0
+        self._refreshed_at = float("-inf")  # never looked (monotonic time may start near 0 at boot)
 
     def _refresh(self) -> None:
         self.store.refresh()

@@ -67,7 +67,7 @@ class IndexStore:
         self._thread_lock = threading.RLock()
         self._holding = 0  # nesting depth of `exclusive` in the thread that holds it
         self._queue = threading.BoundedSemaphore(settings.max_queued_writes + 1)  # waiting writers + the one writing
-        self._checked_at = 0.0
+        self._checked_at = float("-inf")  # never checked (monotonic time may start near 0 at boot)
         self._seen = DiskState(None, 0)
         self._last_seq = 0
         self._since_flush = 0
