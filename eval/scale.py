@@ -261,9 +261,10 @@ def build(opts: ScaleOptions, settings, real, pool: Pool, say: Callable[[str], N
 
 
 def serve(settings, data_dir: Path, questions: list[str], say: Callable[[str], None],
-          writes: list | None = None, write_questions: list[str] = ()) -> dict:
+          writes: list | None = None, write_questions: list[str] = (), merge_questions: list[str] = ()) -> dict:
     """Cold start, RSS and HTTP latency of `rag serve` on the index; then, with `writes`, the write
-    phase (scale_writes.py) against the same server."""
+    phase (scale_writes.py), and with `merge_questions` the merge phase (scale_merge.py), against the
+    same server."""
     server = ServerProcess(settings, data_dir, data_dir.parent / "server.log", startup_timeout_s=900)
     try:
         server.start()
@@ -281,6 +282,10 @@ def serve(settings, data_dir: Path, questions: list[str], say: Callable[[str], N
             from .scale_writes import write_phase
 
             out["writes"] = write_phase(server.base_url, writes, list(write_questions), say)
+        if merge_questions:
+            from .scale_merge import merge_phase
+
+            out["merge"] = merge_phase(server.base_url, settings, list(merge_questions), say)
         return out
     finally:
         server.stop()
@@ -417,7 +422,8 @@ def run_scale(opts: ScaleOptions, settings=None, say: Callable[[str], None] | No
         result["small"]["server"] = serve(small_settings, small_data, [], say,
                                           one_paragraph_documents(pool, WRITES, 1), pool.questions[-600:-300])
     writes = one_paragraph_documents(pool, WRITES, 2) if opts.writes else None
-    result["server"] = serve(settings, data_dir, questions[:opts.queries], say, writes, pool.questions[-300:])
+    result["server"] = serve(settings, data_dir, questions[:opts.queries], say, writes, pool.questions[-300:],
+                             (pool.questions[2 * opts.queries:-600] or questions) if opts.writes else ())
     if opts.writes:
         from rag.pipeline import Pipeline
 

@@ -54,6 +54,13 @@ def write_rows(r: dict) -> list[tuple[str, str]]:
     if large.get("queries_during_merges_ms"):
         m = large["queries_during_merges_ms"]
         rows.append(("queries during a merge: p50 / p95 (n)", f"{m['p50']} / {m['p95']} ms ({m['n']})"))
+    merge = r["server"].get("merge")
+    if merge and merge.get("queries_during_ms"):
+        before, during = merge["queries_before_ms"], merge["queries_during_ms"]
+        rows.append((f"/search p50 / p95 before and during a merge of the whole index ({merge['chunks_merged']} "
+                     f"chunks, {merge['merge_seconds']} s{'' if merge['merge_finished'] else ', stopped'}; n)",
+                     f"{before['p50']} / {before['p95']} ms, {during['p50']} / {during['p95']} ms ({during['n']}): "
+                     f"{merge['during_over_before_p50']}x"))
     if floor:
         rows.append(("embedding the same documents alone, in process, p50", f"{floor['p50']} ms"))
         rows.append(("write p50 / embedding p50", f"{w['p50'] / floor['p50']:.2f}x"))

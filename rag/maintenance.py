@@ -1,9 +1,9 @@
 """Index maintenance in the background: merges, flushes by age, full checksums and repair.
 
 One daemon thread per store. A merge is built without the writer lock (reads and writes go on) into
-a staged directory, and committed under the lock only if its inputs are still live; documents
-deleted while it ran are deleted in its result too. A crash at any point leaves the previous
-manifest, and so the inputs, in force.
+a staged directory (the thread's merges by a low-priority child process, see merge_process), and
+committed under the lock only if its inputs are still live; documents deleted while it ran are
+deleted in its result too. A crash at any point leaves the previous manifest, and so the inputs, in force.
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import logging
 import shutil
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from .documents import Document
 from .errors import IndexCorruptError, IndexMismatchError
-from .merge import merge_segments
+from .merge_process import ChildMerges, MergeCancelled, MergeJob, build_staged
 from .segments import Segment, SegmentedIndex
-from .snapshot import load_segment, publish_segment, segment_documents, verify_segment, write_segment
+from .snapshot import load_segment, publish_segment, segment_documents, verify_segment
 
 if TYPE_CHECKING:
     from .store import IndexStore
@@ -32,6 +31,7 @@ class Maintenance:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._children = ChildMerges()
         self.merges = 0  # merges committed (metrics, tests)
         self.merging = False  # a merge is being built now
 
@@ -48,6 +48,7 @@ class Maintenance:
         and a merge cut short by the process's exit leaves only a staged directory (removed later)."""
         self._stopping.set()
         self._wake.set()
+        self._children.cancel()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._thread = None
@@ -67,8 +68,10 @@ class Maintenance:
                 since = store.unflushed_since
                 if since is not None and time.monotonic() - since >= store.settings.flush_seconds:
                     store.compact()
-                while not self._stopping.is_set() and self.merge_step():
+                while not self._stopping.is_set() and self.merge_step(in_child=store.settings.merge_process):
                     pass
+            except MergeCancelled:
+                return
             except Exception:  # noqa: BLE001 - maintenance must not die; the index stays as it is
                 log.exception("index maintenance failed; it will be retried")
 
@@ -80,33 +83,28 @@ class Maintenance:
             done += 1
         return done
 
-    def merge_step(self) -> bool:
+    def merge_step(self, *, in_child: bool = False) -> bool:
         """One merge the policy asks for; returns whether one was committed."""
         store = self.store
         view = store.current if store.ready else None
         picked = store.merge_policy.pick(view.segments) if view is not None else None
         if not picked:
             return False
-        return self.merge([view.segments[i].name for i in picked])
+        return self.merge([view.segments[i].name for i in picked], in_child=in_child)
 
-    def merge(self, names: list[str]) -> bool:
+    def merge(self, names: list[str], *, in_child: bool = False) -> bool:
         """Merge the named segments into one; returns whether it was committed (False when another
-        writer replaced one of them meanwhile)."""
+        writer replaced one of them meanwhile). `in_child`: built by a low-priority child process."""
         store = self.store
         view = store.current
         inputs = [s for s in view.segments if s.name in set(names)]
         if len(inputs) != len(names):
             return False
-        work = store.root / f".tmp-merge-{uuid.uuid4().hex[:8]}"
-        work.mkdir(parents=True)
+        job = MergeJob.of(store.root, inputs, view.config, store.settings.vector_policy)
         self.merging = True
         try:
-            merged = merge_segments(inputs, view.config, store.settings.vector_policy,
-                                    sentence_file=work / "sentence_vectors.npy")
-            staged = write_segment(merged, store.root, staged=True) if len(merged.documents) else None
-            del merged
+            staged = self._build(job, inputs) if in_child else build_staged(job, inputs)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
             self.merging = False
         with store.exclusive():
             current = store.current
@@ -134,6 +132,13 @@ class Maintenance:
             self.merges += 1
         log.info("merged %d segments (%d live chunks) into one", len(inputs), sum(s.live_chunks for s in inputs))
         return True
+
+    def _build(self, job: MergeJob, inputs: list[Segment]) -> str | None:
+        try:
+            return self._children.build(job)
+        except (OSError, RuntimeError) as exc:  # no process could be started, or it failed: merge here
+            log.warning("merging in the serving process: %s", exc)
+            return build_staged(job, inputs)
 
     # -- damage --------------------------------------------------------------------------------
     def verify(self) -> list[tuple[str, str]]:

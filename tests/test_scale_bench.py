@@ -87,3 +87,11 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
         assert w["not_visible_after_ack"] == 0 and w["errors"] == 0 and w["write_ms"]["p50"] > 0
     assert r["embedding_floor_ms"]["n"] == 60 and r["embedding_floor_ms"]["p50"] > 0
     assert "write p50 / embedding p50" in printed and "write p50 large / small" in printed
+
+    # The merge phase: the whole served index merged by the background merge's child beside the
+    # queries, staged and never published.
+    m = s["merge"]
+    assert m["segments_merged"] >= 1 and m["chunks_merged"] > 0 and m["merge_finished"]
+    assert m["queries_before_ms"]["n"] >= 200
+    assert "before and during a merge of the whole index" in printed
+    assert not list((data_dir.parent / "work" / "data" / "index").glob(".staged-*"))

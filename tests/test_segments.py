@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-import rag.maintenance
+import rag.merge_process
 from rag.documents import Document
 from support import SQUAD
 
@@ -91,14 +91,14 @@ def test_a_merge_keeps_the_deletions_made_while_it_ran(fake_pipeline, squad, mon
     p.put_documents([_doc("b0", *paragraphs[2])])  # flushed at once: a second segment
     assert len(p.index.segments) == 2
     started, release = threading.Event(), threading.Event()
-    real = rag.maintenance.merge_segments
+    real = rag.merge_process.merge_segments
 
     def slow_merge(*args, **kwargs):
         started.set()
         assert release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rag.maintenance, "merge_segments", slow_merge)
+    monkeypatch.setattr(rag.merge_process, "merge_segments", slow_merge)
     merged: list[bool] = []
     worker = threading.Thread(target=lambda: merged.append(p.store.maintenance.merge_step()))
     worker.start()
