@@ -6,7 +6,8 @@ import pytest
 
 import json
 
-from eval.bench import ENDPOINTS, seed_questions
+from eval.bench import ENDPOINTS
+from eval.bench_questions import seed_questions
 from ragcli.main import main
 from rag.documents import load_paths
 
