@@ -1,6 +1,6 @@
 """`rag bench-scale`'s merge phase: `/search` over HTTP while the whole served index is merged.
 
-The server builds its background merges in a child process at the lowest CPU priority
+The server builds its background merges in a child process at nice 10
 (`rag.merge_process`), so what a query meets during a merge is that process beside the server. This
 phase runs the same child on every flushed segment of the served index (the largest merge the
 policy could ask for) and has one client query `/search` before it (`before_n` queries: the

@@ -123,8 +123,8 @@ class Settings(BaseSettings):
     merge_factor: int = Field(10, ge=2, le=1000, description="Segments of about the same size merged together "
                                                              "once there are this many (tiered merge policy).")
     background_merge: bool = Field(True, description="Merge segments and flush by age in a background thread.")
-    merge_process: bool = Field(True, description="Build background merges in a child process at the lowest CPU "
-                                                  "priority, so queries keep the cores and the GIL.")
+    merge_process: bool = Field(True, description="Build background merges in a child process at a low CPU "
+                                                  "priority (nice 10), so queries keep the cores and the GIL.")
 
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False,

@@ -1,11 +1,13 @@
-"""Building a merge's segment: in this process, or in a child process at the lowest CPU priority.
+"""Building a merge's segment: in this process, or in a child process at a low CPU priority.
 
 A merge built by a thread of the serving process competes with queries twice: for a core, and for
 the GIL (each time a query lets go of it, in the model, FAISS or a file read, the merge thread may
-keep it for a whole switch interval, 5 ms). Built in a child at nice 19, a merge takes only the CPU
-that queries leave and never the GIL. The child reads the input segments from disk (they are
-immutable) and writes a staged segment; only the parent publishes it, so a child that fails or is
-killed leaves nothing but a staged directory, which the next start removes.
+keep it for a whole switch interval, 5 ms). Built in a child at nice 10, a merge never takes the GIL
+and, when queries want every core, about a tenth of one (the scheduler's weights for nice 10 and 0
+are 110 and 1024), which still lets merges finish on a busy server (at nice 19 they could starve).
+The child reads the input segments from disk (they are immutable) and writes a staged segment; only
+the parent publishes it, so a child that fails or is killed leaves nothing but a staged directory,
+which the next start removes.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .vectors import VectorIndexPolicy
 log = logging.getLogger("rag.maintenance")
 
 STDERR_TAIL = 2000  # characters of a failed child's output kept in the error
+NICE = 10
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ def build_staged(job: MergeJob, inputs: Sequence[Segment] | None = None) -> str 
 
 
 class ChildMerges:
-    """Runs merges in `python -m rag.merge_process`, one at a time; `cancel()` kills the running one."""
+    """Runs merges in `python -m rag.merge_process` at nice 10, one at a time; `cancel()` kills the
+    running one."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -106,10 +110,10 @@ class ChildMerges:
                 self._proc.kill()
 
 
-def _lowest_priority(parent: int) -> None:
-    """Nice 19, and die with the parent (Linux): an orphaned merge would only write a staged
-    directory nobody publishes."""
-    os.nice(19 - os.nice(0))
+def _low_priority(parent: int) -> None:
+    """Nice 10 (at least), and die with the parent (Linux): an orphaned merge would only write a
+    staged directory nobody publishes."""
+    os.nice(max(0, NICE - os.nice(0)))
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -123,7 +127,7 @@ def _lowest_priority(parent: int) -> None:
 
 
 def main() -> None:
-    _lowest_priority(int(sys.argv[1]))
+    _low_priority(int(sys.argv[1]))
     job = pickle.load(sys.stdin.buffer)  # from the parent's pipe: the parent is this process' only writer
     result = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr; stdout carries only the result
