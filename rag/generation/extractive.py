@@ -29,6 +29,7 @@ from ..retrieval import Passage, Retriever
 from ..abstention import CorpusThreshold, NullConfig
 from . import Answer, Citation, Segment, abstain, text_pieces
 from .evidence import is_prose
+from .speech import asked_speaker, reports_speech
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ExtractiveConfig:
     max_sentences: int = 2
     max_words: int = 75
     second_margin: float = 0.12  # a further sentence joins only if within this of the best key
+    speaker_check: bool = True  # "What did X say?" quotes only sentences reporting X's speech (speech.py)
 
 
 @dataclass
@@ -127,6 +129,11 @@ class ExtractiveGenerator:
         scored = self.score_sentences(question, passages, index, query_vector=query_vector)
         if not scored or answerable(passages, [s.features for s in scored]) < self.abstain_threshold(index):
             return abstain(self.name)
+        speaker = asked_speaker(question) if c.speaker_check else None
+        if speaker is not None:  # what a named person said: only a sentence reporting their speech answers
+            scored = [s for s in scored if reports_speech(_text(index, s), speaker, _previous(index, s.row))]
+            if not scored:
+                return abstain(self.name)
         # Prose that answers comes first; a caption, headline or reference line only when none does.
         scored.sort(key=lambda s: (not (s.prose and s.score >= c.prose_floor), -s.rank_key))
         chosen = [scored[0]]
@@ -170,6 +177,17 @@ def answerable(passages: Sequence[Passage], sentence_features: Sequence[dict]) -
     return ANSWERABLE_MODEL(**answerable_features(passages, sentence_features)) if passages else 0.0
 
 
+def _text(index: Index, s: ScoredSentence) -> str:
+    return index.documents[index.sentences[s.row][0]].text[s.start:s.end]
+
+
+def _previous(index: Index, row: int) -> str:
+    """The sentence before sentence `row` in its document ("" at its start)."""
+    if row <= 0:
+        return ""
+    (d, _, _), (pd, a, b) = index.sentences[row].tolist(), index.sentences[row - 1].tolist()
+    return index.documents[pd].text[a:b] if pd == d else ""
+
+
 def _words(index: Index, s: ScoredSentence) -> int:
-    doc = index.documents[index.sentences[s.row][0]]
-    return len(doc.text[s.start:s.end].split())
+    return len(_text(index, s).split())
