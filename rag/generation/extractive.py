@@ -29,6 +29,7 @@ from ..retrieval import Passage, Retriever
 from ..abstention import CorpusThreshold, NullConfig
 from . import Answer, Citation, Segment, abstain, text_pieces
 from .evidence import is_prose
+from .answer_type import AnswerType
 from .speech import asked_speaker, reports_speech
 
 
@@ -42,6 +43,8 @@ class ExtractiveConfig:
     w_lexical: float = 0.5
     w_phrase: float = 0.1
     w_passage: float = 0.1
+    w_type: float = 0.1  # per asked-for kind the sentence holds: a number, a name, a percentage (answer_type.py)
+    document_order: bool = True  # sentences of the best one's document quoted in their order there
     abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
     null_quantile: float = 0.8  # the corpus' own threshold (rag/abstention.py); 0: the base threshold alone
     null_top_k: int = 5  # passages a pseudo-question retrieves (the service's top_k)
@@ -112,15 +115,16 @@ class ExtractiveGenerator:
         lo, hi = fused.min(), fused.max()
         pnorm = (fused - lo) / (hi - lo) if hi > lo else np.ones_like(fused)
         c = self.config
+        asked = AnswerType(question) if c.w_type else None
         out = []
-        for r, p, (d, a, b), cos, toks, pn in zip(rows, owners, spans.tolist(), dense.tolist(), tokenize_cached(texts),
-                                                  pnorm.tolist()):
+        for r, p, (d, a, b), cos, toks, pn, text in zip(rows, owners, spans.tolist(), dense.tolist(),
+                                                        tokenize_cached(texts), pnorm.tolist(), texts):
             f = {"cosine": float(cos), "coverage": terms.coverage(toks), "passage": float(p.score),
                  "unknown": terms.unknown}
             key = (c.w_dense * f["cosine"] + c.w_lexical * f["coverage"] + c.w_phrase * terms.phrase_coverage(toks)
-                   + c.w_passage * pn)
+                   + c.w_passage * pn + (c.w_type * asked.matches(text) if asked else 0.0))
             out.append(ScoredSentence(row=r, passage=p, start=int(a), end=int(b), score=SENTENCE_MODEL(**f),
-                                      rank_key=key, features=f, prose=is_prose(index.documents[d].text[a:b])))
+                                      rank_key=key, features=f, prose=is_prose(text)))
         return out
 
     def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
@@ -147,6 +151,10 @@ class ExtractiveGenerator:
             if words + w <= c.max_words:
                 chosen.append(s)
                 words += w
+        if c.document_order and len(chosen) > 1:  # a gold span across two adjacent sentences reads whole
+            first = int(index.sentences[chosen[0].row][0])
+            chosen.sort(key=lambda s: (int(index.sentences[s.row][0]) != first, int(index.sentences[s.row][0]),
+                                       s.start))
         citations, segments = [], []
         for i, s in enumerate(chosen, start=1):
             doc = index.documents[index.sentences[s.row][0]]
