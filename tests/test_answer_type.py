@@ -28,26 +28,3 @@ def test_a_sentence_holds_the_asked_for_kinds():
     assert who.matches("It was the Plan.") == 0  # a word of the question is no answer
     assert AnswerType("Why did it fail?").matches("It failed in 2020 because Smith left.") == 0
 
-
-def test_two_sentences_of_one_document_are_quoted_in_their_order_there(fake_pipeline):
-    """The second-best sentence may come first in the document: quoted in document order, a gold
-    span across the two reads whole (COVID-QA has such answers)."""
-    from rag.documents import Document
-
-    text = ("The trial enrolled 1,200 volunteers in March. "
-            "The volunteers in the trial received two doses of the vaccine, and the trial reported how many "
-            "volunteers in the trial developed antibodies after two doses of the vaccine.")
-    import dataclasses
-
-    p = fake_pipeline(abstain_threshold=0.0, abstain_null_quantile=0.0)
-    p.ingest_documents([Document(id="t", source="t.txt", title="Trial", text=text)])
-    generator = p.service.generators.get("extractive")
-    question = "How many volunteers in the trial developed antibodies after two doses of the vaccine?"
-    orders = {}
-    for document_order in (False, True):  # both sentences quoted; the second one ranks first
-        generator.config = dataclasses.replace(generator.config, second_margin=10.0, document_order=document_order)
-        result = p.ask(question)
-        assert not result.abstained and len(result.citations) == 2, result.answer
-        orders[document_order] = [c.start for c in result.citations]
-    assert orders[False] == sorted(orders[False], reverse=True)
-    assert orders[True] == sorted(orders[True])

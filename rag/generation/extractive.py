@@ -51,7 +51,8 @@ class ExtractiveConfig:
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
     max_words: int = 75
-    second_margin: float = 0.12  # a further sentence joins only if within this of the best key
+    second_margin: float = 0.10  # a further sentence joins only if within this of the best key
+    adjacent_margin: float = 0.20  # or within this when it is the best one's neighbour in its document
     speaker_check: bool = True  # "What did X say?" quotes only sentences reporting X's speech (speech.py)
 
 
@@ -145,7 +146,10 @@ class ExtractiveGenerator:
         for s in scored[1:]:
             if len(chosen) >= c.max_sentences:
                 break
-            if s.rank_key < scored[0].rank_key - c.second_margin or (scored[0].prose and not s.prose):
+            adjacent = abs(s.row - scored[0].row) == 1 and \
+                index.sentences[s.row][0] == index.sentences[scored[0].row][0]
+            margin = max(c.adjacent_margin, c.second_margin) if adjacent else c.second_margin
+            if s.rank_key < scored[0].rank_key - margin or (scored[0].prose and not s.prose):
                 continue
             w = _words(index, s)
             if words + w <= c.max_words:
