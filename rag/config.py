@@ -82,8 +82,8 @@ class Settings(BaseSettings):
                                             "(IDF-weighted coverage of the question plus phrase coverage).")
     joint_weight: float = Field(0.0, ge=0.0, le=1.0,
                                 description="Weighted fusion: weight of the chunk's best sentence by cosine + 1.5 x "
-                                            "lexical match of the same sentence (0.25 with sentence_weight 0.25 and "
-                                            "match_weight 0.05: better hit@k on both benchmarks, see docs/quality.md); "
+                                            "lexical match of the same sentence (measured at 0.25 with sentence_weight "
+                                            "0.25 and match_weight 0.05, docs/quality.md; not the default); "
                                             "BM25 gets 1 - dense_weight - sentence_weight - match_weight - joint_weight.")
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(100, ge=1, le=10000, description="Candidates taken from each retriever before fusion.")
