@@ -112,6 +112,29 @@ def test_every_answer_obeys_the_citation_contract(seed_pipeline, question):
                    for p in result["passages"])
 
 
+# Near-topic questions: the article names these people and discusses the plan, but never reports
+# what they said (rag/generation/speech.py); before it, each was answered with an unrelated sentence.
+@pytest.mark.parametrize("question", ["What did Zelensky say about the plan?", "What did Putin say about the plan?",
+                                      "What did Macron say?"])
+def test_what_a_person_said_abstains_when_no_sentence_reports_it(seed_pipeline, question):
+    result = seed_pipeline.ask(question).model_dump(mode="json", exclude_none=True)
+    assert result["abstained"] is True, result["answer"]
+    assert result["citations"] == []
+
+
+@pytest.mark.parametrize("question, speech", [("What did Hegseth say?", "Hegseth publicly stated"),
+                                              ("What did Trump say?", "Trump "),  # "issuing critical comments"
+                                              ("What did Lavrov say?", "both expressing disapproval")])
+def test_what_a_person_said_is_quoted_from_a_sentence_reporting_it(seed_pipeline, question, speech):
+    from rag.generation.speech import reports_speech
+
+    result = seed_pipeline.ask(question).model_dump(mode="json", exclude_none=True)
+    assert not result["abstained"]
+    check_answer_contract(result, seed_pipeline)
+    quoted = result["citations"][0]["text"]
+    assert speech in quoted and reports_speech(quoted, question.split()[2].lower())
+
+
 def test_extractive_answer_respects_word_and_sentence_budget(make_seed_pipeline):
     pipeline = make_seed_pipeline(answer_max_sentences=1)
     result = pipeline.ask("On what date did Hegseth visit the airbase in Poland?").model_dump(mode="json", exclude_none=True)

@@ -29,6 +29,8 @@ from ..retrieval import Passage, Retriever
 from ..abstention import CorpusThreshold, NullConfig
 from . import Answer, Citation, Segment, abstain, text_pieces
 from .evidence import is_prose
+from .answer_type import AnswerType
+from .speech import asked_speaker, reports_speech
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,17 @@ class ExtractiveConfig:
     w_lexical: float = 0.5
     w_phrase: float = 0.1
     w_passage: float = 0.1
+    w_type: float = 0.1  # per asked-for kind the sentence holds: a number, a name, a percentage (answer_type.py)
+    document_order: bool = True  # sentences of the best one's document quoted in their order there
     abstain_threshold: float = 0.12  # on the estimated probability that the passages answer the question
     null_quantile: float = 0.8  # the corpus' own threshold (rag/abstention.py); 0: the base threshold alone
     null_top_k: int = 5  # passages a pseudo-question retrieves (the service's top_k)
     prose_floor: float = 0.05  # a prose sentence this likely to hold the answer is quoted before a non-prose one
     max_sentences: int = 2
     max_words: int = 75
-    second_margin: float = 0.12  # a further sentence joins only if within this of the best key
+    second_margin: float = 0.10  # a further sentence joins only if within this of the best key
+    adjacent_margin: float = 0.20  # or within this when it is the best one's neighbour in its document
+    speaker_check: bool = True  # "What did X say?" quotes only sentences reporting X's speech (speech.py)
 
 
 @dataclass
@@ -110,15 +116,16 @@ class ExtractiveGenerator:
         lo, hi = fused.min(), fused.max()
         pnorm = (fused - lo) / (hi - lo) if hi > lo else np.ones_like(fused)
         c = self.config
+        asked = AnswerType(question) if c.w_type else None
         out = []
-        for r, p, (d, a, b), cos, toks, pn in zip(rows, owners, spans.tolist(), dense.tolist(), tokenize_cached(texts),
-                                                  pnorm.tolist()):
+        for r, p, (d, a, b), cos, toks, pn, text in zip(rows, owners, spans.tolist(), dense.tolist(),
+                                                        tokenize_cached(texts), pnorm.tolist(), texts):
             f = {"cosine": float(cos), "coverage": terms.coverage(toks), "passage": float(p.score),
                  "unknown": terms.unknown}
             key = (c.w_dense * f["cosine"] + c.w_lexical * f["coverage"] + c.w_phrase * terms.phrase_coverage(toks)
-                   + c.w_passage * pn)
+                   + c.w_passage * pn + (c.w_type * asked.matches(text) if asked else 0.0))
             out.append(ScoredSentence(row=r, passage=p, start=int(a), end=int(b), score=SENTENCE_MODEL(**f),
-                                      rank_key=key, features=f, prose=is_prose(index.documents[d].text[a:b])))
+                                      rank_key=key, features=f, prose=is_prose(text)))
         return out
 
     def generate(self, question: str, passages: Sequence[Passage], index: Index, *,
@@ -127,6 +134,11 @@ class ExtractiveGenerator:
         scored = self.score_sentences(question, passages, index, query_vector=query_vector)
         if not scored or answerable(passages, [s.features for s in scored]) < self.abstain_threshold(index):
             return abstain(self.name)
+        speaker = asked_speaker(question) if c.speaker_check else None
+        if speaker is not None:  # what a named person said: only a sentence reporting their speech answers
+            scored = [s for s in scored if reports_speech(_text(index, s), speaker, _previous(index, s.row))]
+            if not scored:
+                return abstain(self.name)
         # Prose that answers comes first; a caption, headline or reference line only when none does.
         scored.sort(key=lambda s: (not (s.prose and s.score >= c.prose_floor), -s.rank_key))
         chosen = [scored[0]]
@@ -134,12 +146,19 @@ class ExtractiveGenerator:
         for s in scored[1:]:
             if len(chosen) >= c.max_sentences:
                 break
-            if s.rank_key < scored[0].rank_key - c.second_margin or (scored[0].prose and not s.prose):
+            adjacent = abs(s.row - scored[0].row) == 1 and \
+                index.sentences[s.row][0] == index.sentences[scored[0].row][0]
+            margin = max(c.adjacent_margin, c.second_margin) if adjacent else c.second_margin
+            if s.rank_key < scored[0].rank_key - margin or (scored[0].prose and not s.prose):
                 continue
             w = _words(index, s)
             if words + w <= c.max_words:
                 chosen.append(s)
                 words += w
+        if c.document_order and len(chosen) > 1:  # a gold span across two adjacent sentences reads whole
+            first = int(index.sentences[chosen[0].row][0])
+            chosen.sort(key=lambda s: (int(index.sentences[s.row][0]) != first, int(index.sentences[s.row][0]),
+                                       s.start))
         citations, segments = [], []
         for i, s in enumerate(chosen, start=1):
             doc = index.documents[index.sentences[s.row][0]]
@@ -170,6 +189,17 @@ def answerable(passages: Sequence[Passage], sentence_features: Sequence[dict]) -
     return ANSWERABLE_MODEL(**answerable_features(passages, sentence_features)) if passages else 0.0
 
 
+def _text(index: Index, s: ScoredSentence) -> str:
+    return index.documents[index.sentences[s.row][0]].text[s.start:s.end]
+
+
+def _previous(index: Index, row: int) -> str:
+    """The sentence before sentence `row` in its document ("" at its start)."""
+    if row <= 0:
+        return ""
+    (d, _, _), (pd, a, b) = index.sentences[row].tolist(), index.sentences[row - 1].tolist()
+    return index.documents[pd].text[a:b] if pd == d else ""
+
+
 def _words(index: Index, s: ScoredSentence) -> int:
-    doc = index.documents[index.sentences[s.row][0]]
-    return len(doc.text[s.start:s.end].split())
+    return len(_text(index, s).split())
