@@ -33,8 +33,7 @@ def make_retriever(settings: Settings, embedder: Embedder) -> Retriever:
     s = settings
     return Retriever(embedder, mode=s.retrieval_mode, fusion=s.fusion, dense_weight=s.dense_weight,
                      sentence_weight=s.sentence_weight,
-                     match_weight=s.match_weight, joint_weight=s.joint_weight, rrf_k=s.rrf_k,
-                     candidates=s.candidates)
+                     match_weight=s.match_weight, rrf_k=s.rrf_k, candidates=s.candidates)
 
 
 def index_config(settings: Settings, embedder: Embedder) -> IndexConfig:

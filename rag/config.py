@@ -79,12 +79,8 @@ class Settings(BaseSettings):
                                    description="Weighted fusion: weight of the chunk's best sentence cosine.")
     match_weight: float = Field(0.2, ge=0.0, le=1.0,
                                 description="Weighted fusion: weight of the chunk's best sentence's lexical match "
-                                            "(IDF-weighted coverage of the question plus phrase coverage).")
-    joint_weight: float = Field(0.0, ge=0.0, le=1.0,
-                                description="Weighted fusion: weight of the chunk's best sentence by cosine + 1.5 x "
-                                            "lexical match of the same sentence (measured at 0.25 with sentence_weight "
-                                            "0.25 and match_weight 0.05, docs/quality.md; not the default); "
-                                            "BM25 gets 1 - dense_weight - sentence_weight - match_weight - joint_weight.")
+                                            "(IDF-weighted coverage of the question plus phrase coverage); BM25 "
+                                            "gets 1 - dense_weight - sentence_weight - match_weight.")
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(100, ge=1, le=10000, description="Candidates taken from each retriever before fusion.")
     top_k: int = Field(5, ge=1, le=50)
@@ -233,10 +229,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
-        if self.dense_weight + self.sentence_weight + self.match_weight + self.joint_weight > 1.0 + 1e-9:
-            raise ValueError(f"dense_weight + sentence_weight + match_weight + joint_weight must be at most 1, got "
-                             f"{self.dense_weight} + {self.sentence_weight} + {self.match_weight} + "
-                             f"{self.joint_weight}")
+        if self.dense_weight + self.sentence_weight + self.match_weight > 1.0 + 1e-9:
+            raise ValueError(f"dense_weight + sentence_weight + match_weight must be at most 1, got "
+                             f"{self.dense_weight} + {self.sentence_weight} + {self.match_weight}")
         if self.generator not in ("extractive", "openai"):
             raise ValueError(f"generator must be 'extractive' or 'openai', got {self.generator!r}")
         if self.protect_reads and not self.api_keys:

@@ -55,8 +55,8 @@ RERANK_DEPTH = 30  # candidates re-ranked by the calibrated score (FusionMethod.
 class Retriever:
     def __init__(self, embedder: Embedder, *, mode: RetrievalMode = RetrievalMode.hybrid,
                  fusion: FusionMethod = FusionMethod.weighted, dense_weight: float = 0.2,
-                 sentence_weight: float = 0.4, match_weight: float = 0.0, joint_weight: float = 0.0,
-                 rrf_k: int = 60, candidates: int = 100):
+                 sentence_weight: float = 0.4, match_weight: float = 0.0, rrf_k: int = 60,
+                 candidates: int = 100):
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be within [0, 1], got {dense_weight}")
         if not 0.0 <= sentence_weight <= 1.0 - dense_weight + 1e-9:
@@ -64,9 +64,6 @@ class Retriever:
         if not 0.0 <= match_weight <= 1.0 - dense_weight - sentence_weight + 1e-9:
             raise ValueError(f"match_weight must be within [0, 1 - dense_weight - sentence_weight], "
                              f"got {match_weight}")
-        if not 0.0 <= joint_weight <= 1.0 - dense_weight - sentence_weight - match_weight + 1e-9:
-            raise ValueError(f"joint_weight must be within [0, 1 - dense_weight - sentence_weight - match_weight], "
-                             f"got {joint_weight}")
         if candidates < 1:
             raise ValueError(f"candidates must be greater than 0, got {candidates}")
         if rrf_k < 1:
@@ -77,7 +74,6 @@ class Retriever:
         self.dense_weight = dense_weight
         self.sentence_weight = sentence_weight
         self.match_weight = match_weight
-        self.joint_weight = joint_weight
         self.rrf_k = rrf_k
         self.candidates = candidates
 
@@ -181,10 +177,9 @@ class Retriever:
                     fused[row] = fused.get(row, 0.0) + 1.0 / (self.rrf_k + rank)
             return sorted(fused.items(), key=lambda kv: -kv[1])
         # Weighted fusion over the union of both candidate lists, each candidate scored exactly by
-        # five signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
-        # at ingest), BM25 (from the full score vector), its best sentence's lexical match with the
-        # question, and its best sentence by both at once (`best_joint_sentence`); each min-max
-        # normalised over the pool.
+        # four signals: the chunk's cosine, its best sentence's cosine (sentence vectors are stored
+        # at ingest), BM25 (from the full score vector) and its best sentence's lexical match with
+        # the question; each min-max normalised over the pool.
         rows = np.array(sorted(set(dense) | set(lex_rows)), dtype=np.int64)
         missing = [r for r in rows.tolist() if r not in dense]
         if missing:
@@ -193,14 +188,12 @@ class Retriever:
                 dense[r] = float(s)
         d = np.array([dense[r] for r in rows.tolist()], dtype=np.float64)
         lex = lexical_all[rows].astype(np.float64)
-        bm25_weight = 1.0 - self.dense_weight - self.sentence_weight - self.match_weight - self.joint_weight
+        bm25_weight = 1.0 - self.dense_weight - self.sentence_weight - self.match_weight
         score = self.dense_weight * _minmax(d) + bm25_weight * _minmax(lex)
         if self.sentence_weight > 0:
             score += self.sentence_weight * _minmax(best_sentence_cosine(index, rows, q))
         if self.match_weight > 0:
             score += self.match_weight * _minmax(best_sentence_match(index, rows, query_terms(query, index.bm25)))
-        if self.joint_weight > 0:
-            score += self.joint_weight * _minmax(best_joint_sentence(index, rows, q, query_terms(query, index.bm25)))
         order = np.argsort(-score, kind="stable")
         return [(int(rows[i]), float(score[i])) for i in order]
 
@@ -228,42 +221,15 @@ def best_sentence_match(index: Index, rows: np.ndarray, terms: QueryTerms) -> np
         return out
     ranges = index.chunk_sentences[rows].tolist()
     sentence_rows = np.concatenate([np.arange(s0, s1) for s0, s1 in ranges])
-    match = _sentence_matches(index, sentence_rows, terms).tolist()
+    stored = index.sentence_terms_of(sentence_rows)
+    if stored is not None:  # terms stored at ingest: array work
+        match = terms.sentence_matches(stored[0], stored[1], len(sentence_rows)).tolist()
+    else:  # an index written before they were stored
+        match = [terms.sentence_match(t) for t in _SENTENCE_TOKENS.get(index, sentence_rows)]
     pos = 0
     for i, (s0, s1) in enumerate(ranges):
         out[i] = max(match[pos:pos + s1 - s0], default=0.0)
         pos += s1 - s0
-    return out
-
-
-def _sentence_matches(index: Index, sentence_rows: np.ndarray, terms: QueryTerms) -> np.ndarray:
-    stored = index.sentence_terms_of(sentence_rows)
-    if stored is not None:  # terms stored at ingest: array work
-        return terms.sentence_matches(stored[0], stored[1], len(sentence_rows))
-    # an index written before they were stored
-    return np.asarray([terms.sentence_match(t) for t in _SENTENCE_TOKENS.get(index, sentence_rows)], dtype=np.float64)
-
-
-JOINT_MATCH = 1.5  # the lexical match's weight against the cosine within one sentence (chosen on both sets)
-
-
-def best_joint_sentence(index: Index, rows: np.ndarray, q: np.ndarray, terms: QueryTerms) -> np.ndarray:
-    """For each chunk row, its best sentence by cosine + JOINT_MATCH * lexical match, both of the same
-    sentence. The separate maxima reward a chunk with one sentence close in meaning and another that
-    shares the words; the answer is usually one sentence that does both."""
-    out = np.full(len(rows), -1.0)
-    if len(rows) == 0:
-        return out
-    ranges = index.chunk_sentences[rows].tolist()
-    lengths = [s1 - s0 for s0, s1 in ranges]
-    if not sum(lengths):
-        return out
-    sentence_rows = np.concatenate([np.arange(s0, s1) for s0, s1 in ranges])
-    joint = index.sentence_matrix(sentence_rows) @ q
-    if terms.total:
-        joint = joint + JOINT_MATCH * _sentence_matches(index, sentence_rows, terms)
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    np.maximum.at(out, owner, joint.astype(np.float64))
     return out
 
 

@@ -88,34 +88,3 @@ def test_best_sentence_match_prefers_the_chunk_whose_one_sentence_holds_the_ques
 def test_match_weight_must_leave_bm25_a_non_negative_share(index):
     with pytest.raises(ValueError, match="match_weight"):
         Retriever(index.embedder, dense_weight=0.5, sentence_weight=0.4, match_weight=0.2)
-
-
-def test_best_joint_sentence_scores_one_sentence_by_both_signals(fake_pipeline):
-    import numpy as np
-
-    from rag.lexical import tokenize
-    from rag.retrieval import JOINT_MATCH, best_joint_sentence
-    from rag.scoring import query_terms
-
-    texts = {"spread": "The outbreak began in the winter. Officials counted the cases. The period after that was "
-                       "calm. Incubation was studied elsewhere.",
-             "focused": "Officials measured the incubation period of the outbreak in the winter. It was short."}
-    p = fake_pipeline()
-    p.ingest_documents([make_document(t, source=f"docs/{k}.txt", id=k) for k, t in texts.items()])
-    idx, question = p.index, "What was the incubation period of the outbreak?"
-    rows = np.arange(len(idx.chunks))
-    q = p.embedder.encode_query(question)
-    terms = query_terms(question, idx.bm25)
-    joint = best_joint_sentence(idx, rows, q, terms)
-    for i, (s0, s1) in enumerate(idx.chunk_sentences[rows].tolist()):  # by definition, sentence by sentence
-        expected = max(float((idx.sentence_matrix(np.asarray([r])) @ q)[0]) + JOINT_MATCH * terms.sentence_match(
-            tokenize([idx.documents[d].text[a:b]])[0]) for r, (d, a, b) in zip(range(s0, s1),
-                                                                               idx.sentences[np.arange(s0, s1)].tolist()))
-        assert joint[i] == pytest.approx(expected, abs=1e-5)
-    only_joint = Retriever(p.embedder, dense_weight=0.0, sentence_weight=0.0, joint_weight=1.0)
-    assert _ids(only_joint.search(idx, question, 2))[0] == "focused"
-
-
-def test_joint_weight_must_leave_bm25_a_non_negative_share(index):
-    with pytest.raises(ValueError, match="joint_weight"):
-        Retriever(index.embedder, dense_weight=0.2, sentence_weight=0.4, match_weight=0.2, joint_weight=0.3)
