@@ -251,3 +251,47 @@ def test_a_bulk_ingest_writes_segment_by_segment_and_leaves_one(fake_pipeline, s
     monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 10**9)
     fresh.ingest_documents(docs)
     assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+
+
+def test_a_bulk_ingest_streams_an_iterable_holding_one_segment_of_documents(fake_pipeline, squad, monkeypatch):
+    """A generator is read once, segment by segment: the documents of a written segment are let go
+    of before the next are drawn; a document given twice keeps its last text; the index searches
+    as one built from the list."""
+    import gc
+    import weakref
+
+    import rag.ingest
+
+    paragraphs, questions = squad
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 5_000)
+    alive_at_draw, refs, segments_at_draw = [], [], []
+    p = fake_pipeline(background_merge=False)
+    written = []
+    real = rag.ingest.write_segment
+    monkeypatch.setattr(rag.ingest, "write_segment", lambda index, root, **kw: written.append(1) or real(index, root, **kw))
+
+    def draw():
+        for i in range(40):
+            gc.collect()
+            alive_at_draw.append(sum(r() is not None for r in refs))
+            segments_at_draw.append(len(written))
+            doc = _doc(f"b{i}", *paragraphs[i])
+            refs.append(weakref.ref(doc))
+            yield doc
+        yield _doc("b3", paragraphs[50][0], paragraphs[50][1])  # b3 again, written long ago: replaced
+
+    report = p.ingest_documents(draw())
+    assert report.added == 41 and p.index.document_count == 40
+    assert segments_at_draw[-1] > 3 and segments_at_draw[20] > 0  # segments written while drawing
+    assert max(alive_at_draw) < 15  # a segment's documents, not the corpus
+    assert p.index.document("b3").text == paragraphs[50][1]
+    docs = [_doc(f"b{i}", *paragraphs[i]) for i in range(40) if i != 3] + [_doc("b3", *paragraphs[50])]
+    fresh = fake_pipeline(p.settings.data_dir.parent / "fresh")
+    fresh.ingest_documents(docs)
+    assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+    # Again from a generator over the stored index: unchanged documents stay, changed ones are replaced.
+    again = iter([*docs[:30], _doc("b5", paragraphs[51][0], paragraphs[51][1]), _doc("new", *paragraphs[52])])
+    report = p.ingest_documents(again)
+    assert (report.unchanged, report.updated, report.added) == (30, 1, 1) and p.index.document_count == 41
+    fresh.ingest_documents([_doc("b5", *paragraphs[51]), _doc("new", *paragraphs[52])])
+    assert _results(p, questions[:10]) == _results(fresh, questions[:10])
