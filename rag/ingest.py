@@ -9,6 +9,7 @@ from .documents import (Document, SkippedFile, fetch_options_for, is_url, limits
                         same_document)
 from .embedding import batch_threads
 from .errors import IndexCorruptError, IndexMismatchError
+from .memory import release_free_memory
 from .segments import Segment, SegmentedIndex
 from .snapshot import load_segment, write_segment
 from .store import IndexStore
@@ -220,6 +221,7 @@ class _SegmentWriter:
         self.done_texts += len(index.chunk_doc_row) + len(index.sentences)
         name, config = write_segment(index, store.root), index.config
         del index
+        release_free_memory()  # the built segment's objects: the next one (or the merge) reuses none
         k = len(self.segments)
         for doc_id in self.at:
             earlier = self.written.get(doc_id)

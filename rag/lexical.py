@@ -325,8 +325,11 @@ class BM25Index:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "terms.json").write_text(json.dumps(self.terms(), ensure_ascii=False))
-        for name in ("indptr", "rows", "tf", "in_text", "lengths", "text_df"):
-            np.save(directory / f"{name}.npy", np.asarray(getattr(self, name)))
+        from .npyfile import save_npy
+
+        for name, dtype in (("indptr", np.int64), ("rows", np.int32), ("tf", np.float32), ("in_text", bool),
+                            ("lengths", np.float32), ("text_df", np.int32)):
+            save_npy(directory / f"{name}.npy", getattr(self, name), dtype)  # a loaded file: copied
 
     @classmethod
     def load(cls, directory: Path) -> "BM25Index":

@@ -295,3 +295,48 @@ def test_a_bulk_ingest_streams_an_iterable_holding_one_segment_of_documents(fake
     assert (report.unchanged, report.updated, report.added) == (30, 1, 1) and p.index.document_count == 41
     fresh.ingest_documents([_doc("b5", *paragraphs[51]), _doc("new", *paragraphs[52])])
     assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+
+
+def test_a_merge_spilling_to_its_work_directory_equals_one_held_in_memory(fake_pipeline, squad, tmp_path, monkeypatch):
+    """With a work directory a merge writes its IVF and postings there and reads them back on
+    demand: the same vectors, clusters and postings as a merge held in memory, and written as a
+    segment they load and search the same."""
+    import rag.ingest
+    from rag.merge import merge_segments
+    from rag.snapshot import load_segment, write_segment
+    from rag.vectors import as_ivf
+
+    paragraphs, questions = squad
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 250_000)
+    p = fake_pipeline(vector_index="ivf", background_merge=False)
+    rag.ingest.Ingestor(p.store, merge=False).ingest_documents(  # enough chunks for an IVF, in segments
+        _doc(f"r{i}", paragraphs[i % len(paragraphs)][0], f"{paragraphs[i % len(paragraphs)][1]} (Revision {i}.)")
+        for i in range(1100))
+    segments = p.index.segments
+    assert len(segments) > 2
+    segments = [segments[0].without([0, 5]), *segments[1:]]  # deletions too
+    policy, config = p.settings.vector_policy, p.index.config
+    held = merge_segments(segments, config, policy)
+    (tmp_path / "work").mkdir()
+    spilled = merge_segments(segments, config, policy, sentence_file=tmp_path / "work" / "sentence_vectors.npy")
+    assert as_ivf(held.vectors) is not None and spilled.vectors_source is not None
+    n = held.vectors.ntotal
+    assert spilled.vectors.ntotal == n and as_ivf(spilled.vectors).nprobe == as_ivf(held.vectors).nprobe
+    np.testing.assert_array_equal(spilled.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
+    queries = held.vectors.reconstruct_n(0, 20)
+    for a, b in zip(held.vectors.search(queries, 10), spilled.vectors.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    for name in ("indptr", "rows", "tf", "in_text", "lengths", "text_df"):
+        np.testing.assert_array_equal(np.asarray(getattr(spilled.bm25, name)[:]), getattr(held.bm25, name))
+    assert spilled.bm25.vocab == held.bm25.vocab
+    written = load_segment(tmp_path / write_segment(spilled, tmp_path), config, policy=policy)
+    np.testing.assert_array_equal(written.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
+    for q in questions[:5]:
+        np.testing.assert_array_equal(written.bm25.scores(q), held.bm25.scores(q))
+    # A stored IVF input is read into memory for the merge (not through its mapping): the same vectors.
+    from rag.merge import _readable
+    from rag.segments import Segment
+
+    assert _readable(written) is not written.vectors
+    again = merge_segments([Segment(written)], config, policy)
+    np.testing.assert_array_equal(again.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
