@@ -157,6 +157,7 @@ class Ingestor:
             if len(named) > 1 and sum(s.live_chunks for s in new) <= store.merge_policy.max_chunks:
                 store.maintenance.merge(named)
             store.maintenance.merge_pending()
+            release_free_memory()  # what the merge let go of: not for what comes next (a calibration, a server)
             index = store.current
         report.documents, report.chunks = index.document_count, index.chunk_count
         return report

@@ -187,10 +187,10 @@ class BM25Index:
         each part's postings are already grouped by term (and in row order within a term), and parts
         come in row order, so each term's merged list is its blocks from the parts one after another.
         The per-term counts place every part's block, and each part is copied straight to its place:
-        beside the output, a merge at a million chunks (~10^8 postings) holds one part's temporaries,
-        not a sort of every posting."""
+        beside the output, a merge at a million chunks (~7*10^7 postings) holds one part's temporaries,
+        not a sort of every posting (nor any other array as long as all postings but the output)."""
         vocab: dict[str, int] = {}
-        prepared = []  # per part: (term map, kept postings per part term, keep rows)
+        prepared = []  # per part: (its term ids -> merged term ids, its rows kept)
         for part, keep in parts:
             keep = np.asarray(keep, dtype=np.int64)
             term_map = np.fromiter((vocab.setdefault(t, len(vocab)) for t in part.terms()), dtype=np.int64,
@@ -211,6 +211,7 @@ class BM25Index:
         rows_all = np.empty(total, dtype=np.int32)
         tf_all = np.empty(total, dtype=np.float32)
         in_text_all = np.empty(total, dtype=bool)
+        text_df = np.zeros(len(vocab), dtype=np.int64)
         fill = indptr[:-1].copy()  # where each term's next block goes
         lengths, offset = [], 0
         for (part, _), (term_map, keep), per_term in zip(parts, prepared, kept_counts):
@@ -219,21 +220,23 @@ class BM25Index:
             part_rows = new_row[np.asarray(part.rows[:])]
             kept = part_rows >= 0
             # The k-th kept posting of a part term goes to that term's fill point + k.
-            starts = np.concatenate(([0], np.cumsum(per_term)[:-1])) if len(per_term) else per_term
+            ends = np.cumsum(per_term)
+            starts = ends - per_term
             dest = np.repeat(fill[term_map] - starts, per_term) + np.arange(int(per_term.sum()), dtype=np.int64)
             rows_all[dest] = part_rows[kept]
             del part_rows
             tf_all[dest] = np.asarray(part.tf[:], dtype=np.float32)[kept]
-            in_text_all[dest] = np.asarray(part.in_text[:], dtype=bool)[kept]
+            part_in_text = np.asarray(part.in_text[:], dtype=bool)[kept]
+            in_text_all[dest] = part_in_text
             del dest, kept
+            running = np.concatenate(([0], np.cumsum(part_in_text, dtype=np.int64)))  # a part's, not all postings'
+            text_df[term_map] += running[ends] - running[starts]
+            del running, part_in_text
             fill[term_map] += per_term
             lengths.append(part.lengths[keep])
             offset += len(keep)
-        running = np.concatenate(([0], np.cumsum(in_text_all, dtype=np.int64)))
-        text_df = (running[indptr[1:]] - running[indptr[:-1]]).astype(np.int32)
-        del running
         return cls(vocab, indptr, rows_all, tf_all, in_text_all,
-                   np.concatenate(lengths) if lengths else np.zeros(0, np.float32), text_df)
+                   np.concatenate(lengths) if lengths else np.zeros(0, np.float32), text_df.astype(np.int32))
 
     def terms(self) -> list[str]:
         """The vocabulary in term-id order."""
