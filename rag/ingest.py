@@ -131,6 +131,7 @@ class Ingestor:
                     elif same_document(old, doc) and not rebuild:
                         report.unchanged += 1
                         wanted.add(doc.id)
+                        writer.expected_chars -= len(doc.text)  # not to be built: not in the progress total
                         continue
                     else:
                         report.updated += 1
@@ -140,8 +141,10 @@ class Ingestor:
                         restored[doc.id] = doc
                     else:
                         writer.add(doc)
-                for doc in (restored or {}).values():
-                    writer.add(doc)
+                if restored is not None:
+                    writer.expected_chars = sum(len(d.text) for d in restored.values())
+                    for doc in restored.values():
+                        writer.add(doc)
                 new = writer.finish()
             if build_all:
                 kept = []
