@@ -128,21 +128,40 @@ def synthetic_document(pool: Pool, rng: random.Random, number: int):
                     metadata={"synthetic": True})
 
 
-def synthetic_corpus(pool: Pool, chunks: int, chunk_size: int, overlap: int) -> list:
-    """Documents until about `chunks` chunks: chunks per character is measured on 100 documents
-    drawn apart, then documents are drawn until the corpus holds enough characters."""
-    from rag.chunking import ChunkingConfig, chunk_document
+class SyntheticCorpus:
+    """Documents until about `chunks` chunks, drawn as they are read (the benchmark streams them
+    into the ingest: a million chunks' corpus held as Python strings is 1.4 GB of the build's
+    memory). Chunks per character is measured on 100 documents drawn apart; documents are drawn
+    until the corpus holds enough characters. Each pass draws the same documents."""
 
-    probe_rng = random.Random(SEED + 1)
-    probe = [synthetic_document(pool, probe_rng, i) for i in range(100)]
-    config = ChunkingConfig(chunk_size, overlap)
-    per_char = sum(len(chunk_document(d, config)) for d in probe) / sum(len(d.text) for d in probe)
-    rng = random.Random(SEED)
-    docs, chars = [], 0
-    while chars * per_char < chunks:
-        docs.append(synthetic_document(pool, rng, len(docs)))
-        chars += len(docs[-1].text)
-    return docs
+    def __init__(self, pool: Pool, chunks: int, chunk_size: int, overlap: int):
+        from rag.chunking import ChunkingConfig, chunk_document
+
+        self.pool, self.chunks = pool, chunks
+        probe_rng = random.Random(SEED + 1)
+        probe = [synthetic_document(pool, probe_rng, i) for i in range(100)]
+        config = ChunkingConfig(chunk_size, overlap)
+        self.per_char = sum(len(chunk_document(d, config)) for d in probe) / sum(len(d.text) for d in probe)
+        self.expected_chars = int(chunks / self.per_char) + 1
+        self.documents = self.characters = 0  # drawn so far in the current (or last) pass
+        self.seconds = 0.0  # spent drawing them
+
+    def __iter__(self):
+        rng = random.Random(SEED)
+        self.documents = self.characters = 0
+        self.seconds = 0.0
+        while self.characters * self.per_char < self.chunks:
+            t0 = time.perf_counter()
+            doc = synthetic_document(self.pool, rng, self.documents)
+            self.seconds += time.perf_counter() - t0
+            self.documents += 1
+            self.characters += len(doc.text)
+            yield doc
+
+
+def synthetic_corpus(pool: Pool, chunks: int, chunk_size: int, overlap: int) -> list:
+    """`SyntheticCorpus`'s documents as a list."""
+    return list(SyntheticCorpus(pool, chunks, chunk_size, overlap))
 
 
 class PoolEmbedder:
@@ -230,11 +249,8 @@ def pool_vectors(real, pool: Pool, cache: Path, say: Callable[[str], None]) -> n
 def build(opts: ScaleOptions, settings, real, pool: Pool, say: Callable[[str], None]) -> dict:
     from rag.pipeline import Pipeline
 
-    t0 = time.perf_counter()
-    docs = synthetic_corpus(pool, opts.chunks, settings.chunk_size, settings.chunk_overlap)
-    generate_s = time.perf_counter() - t0
-    say(f"{len(docs)} synthetic documents ({sum(len(d.text) for d in docs) / 1e6:.0f} M characters) "
-        f"in {generate_s:.1f} s")
+    corpus = SyntheticCorpus(pool, opts.chunks, settings.chunk_size, settings.chunk_overlap)
+    say(f"about {corpus.expected_chars / 1e6:.0f} M characters of synthetic documents, drawn as the build reads them")
     embedder = PoolEmbedder(real, pool.sentences, pool_vectors(real, pool, opts.work / "cache", say))
     pipeline = Pipeline(settings, embedder=embedder)
     last = [0.0]
@@ -245,14 +261,18 @@ def build(opts: ScaleOptions, settings, real, pool: Pool, say: Callable[[str], N
             say(f"  vectors {done}/{total}")
 
     t0 = time.perf_counter()
-    report = pipeline.ingest_documents(docs, replace_all=True, progress=progress)
-    build_s = time.perf_counter() - t0
+    report = pipeline.ingest_documents(corpus, replace_all=True, progress=progress,
+                                       expected_chars=corpus.expected_chars)
+    generate_s = corpus.seconds
+    build_s = time.perf_counter() - t0 - generate_s  # the build alone, as when the corpus was drawn first
+    say(f"{corpus.documents} synthetic documents ({corpus.characters / 1e6:.0f} M characters) drawn in "
+        f"{generate_s:.1f} s")
     index = pipeline.index
     from rag.vectors import describe
 
     pipeline.close()
     return {"documents": report.documents, "chunks": report.chunks, "sentences": int(len(index.sentences)),
-            "characters": sum(len(d.text) for d in docs), "generate_s": round(generate_s, 1),
+            "characters": corpus.characters, "generate_s": round(generate_s, 1),
             "build_s": round(build_s, 1), "stand_in_embedder_s": round(embedder.seconds, 1),
             "build_without_embedding_s": round(build_s - embedder.seconds, 1),
             "pieces_embedded_for_real": embedder.embedded_for_real,

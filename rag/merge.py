@@ -9,6 +9,7 @@ about log_factor(corpus) times over its life, and a segment that is mostly delet
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,10 +18,12 @@ import numpy as np
 
 from .index import Index, IndexConfig
 from .lexical import BM25Index
+from .memory import release_free_memory
 from .npyfile import write_npy
 from .sentence_terms import SentenceTerms, merged as merged_terms
 from .segments import Segment
-from .vectors import VectorIndexPolicy, empty_vector_index, finish_vector_index
+from .vectors import (VectorIndexPolicy, as_ivf, configure, empty_vector_index, finish_vector_index,
+                      read_vector_index, write_vector_index)
 
 COPY_BATCH = 65_536  # rows of vectors copied at a time: bounds a merge's memory beyond its output
 
@@ -61,8 +64,9 @@ def _ranges(column: np.ndarray, n: int) -> np.ndarray:
 def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: VectorIndexPolicy, *,
                    sentence_file: Path | None = None) -> Index:
     """One in-memory segment holding the live documents of `segments` (in order). With
-    `sentence_file` the sentence vectors and terms are written beside it (memory-mapped) instead of
-    held in memory."""
+    `sentence_file` the sentence vectors and terms, the vector index and the BM25 postings are
+    written to its directory as they are made and read back on demand instead of held in memory."""
+    release_free_memory()  # what the process freed before (a bulk build's segments) is not the merge's
     documents: list = []
     chunk_doc_row, chunk_bounds, chunk_sentences, sentences = [], [], [], []
     picks = []  # per input: (segment, kept chunk rows, kept sentence rows)
@@ -108,19 +112,33 @@ def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: Vec
     largest = max(segments, key=lambda s: s.chunks).index.vectors if segments else None
     vectors = empty_vector_index(n_chunks, dim, policy, largest, sample)
     for seg, keep_chunks, _ in picks:
+        source = _readable(seg.index)
         for k in range(0, len(keep_chunks), COPY_BATCH):
-            vectors.add(np.ascontiguousarray(seg.index.vectors.reconstruct_batch(keep_chunks[k:k + COPY_BATCH]),
-                                             dtype=np.float32))
+            vectors.add(np.ascontiguousarray(source.reconstruct_batch(keep_chunks[k:k + COPY_BATCH]), dtype=np.float32))
+        del source
     vectors = finish_vector_index(vectors, policy)
+    work = sentence_file.parent if sentence_file is not None else None
+    vectors_source = None
+    if work is not None:
+        # Written now and read back memory-mapped, so the postings merge below does not hold its
+        # output beside every vector (1.5 GB at a million chunks); the segment copies the file.
+        vectors_source = str(work / "chunks.faiss")
+        write_vector_index(vectors, vectors_source)
+        del vectors
+        release_free_memory()
+        vectors = read_vector_index(vectors_source)
+        configure(vectors, policy)
     bm25 = BM25Index.merged([(seg.index.bm25, keep) for seg, keep, _ in picks])
-    terms = merged_terms([_terms_of(seg.index, keep_sents) for seg, _, keep_sents in picks],
-                         sentence_file.parent if sentence_file is not None else None)
+    if work is not None:  # likewise: the postings are read on demand and copied by the kernel
+        bm25.save(work / "bm25")
+        bm25 = BM25Index.load(work / "bm25")
+    terms = merged_terms([_terms_of(seg.index, keep_sents) for seg, _, keep_sents in picks], work)
     cat = (lambda parts, cols: np.concatenate(parts).astype(np.int64).reshape(-1, cols) if parts
            else np.zeros((0, cols), np.int64))
     return Index(config=config, documents=documents, chunk_doc_row=cat(chunk_doc_row, 1).reshape(-1),
                  chunk_bounds=cat(chunk_bounds, 2), chunk_sentences=cat(chunk_sentences, 2),
                  sentences=cat(sentences, 3), sentence_vectors=sent_vectors, vectors=vectors, bm25=bm25,
-                 sentence_terms=terms)
+                 vectors_source=vectors_source, sentence_terms=terms)
 
 
 def _terms_of(index: Index, keep: np.ndarray) -> tuple[SentenceTerms, np.ndarray]:
@@ -144,6 +162,16 @@ def _vectors_at(picks, rows: np.ndarray, dim: int) -> np.ndarray:
         end = start + len(keep_chunks)
         at = np.flatnonzero((rows >= start) & (rows < end))
         if len(at):
-            out[at] = seg.index.vectors.reconstruct_batch(keep_chunks[rows[at] - start])
+            out[at] = _readable(seg.index).reconstruct_batch(keep_chunks[rows[at] - start])
         start = end
     return out
+
+
+def _readable(index: Index):
+    """A segment's vectors to read all of once: a stored IVF is read into memory (one segment's
+    worth, let go of after) rather than through its memory mapping, whose every page read would
+    stay in the merge's resident memory as long as the segment is open: at a million chunks, every
+    input's vectors (1.5 GB) beside the IVF being filled."""
+    if index.vectors_source is not None and as_ivf(index.vectors) is not None and os.path.exists(index.vectors_source):
+        return read_vector_index(index.vectors_source, mmap=False)
+    return index.vectors

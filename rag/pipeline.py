@@ -156,14 +156,15 @@ class Pipeline:
                progress: Callable[[int, int], None] | None = None) -> IngestReport:
         return self._calibrated(self.ingestor.ingest(paths, rebuild=rebuild, progress=progress))
 
-    def ingest_documents(self, documents: list[Document], *, skipped: list[SkippedFile] | None = None,
+    def ingest_documents(self, documents: Iterable[Document], *, skipped: list[SkippedFile] | None = None,
                          rebuild: bool = False, progress: Callable[[int, int], None] | None = None,
                          replace_all: bool = False, remove_if: Callable[[Document], bool] | None = None,
-                         calibrate: bool = True) -> IngestReport:
+                         calibrate: bool = True, expected_chars: int | None = None) -> IngestReport:
         """`calibrate=False`: no abstention threshold now (a cluster's shard: its embedder knows only
         the texts it was given, and the coordinator answers)."""
         report = self.ingestor.ingest_documents(documents, skipped=skipped, rebuild=rebuild, progress=progress,
-                                                replace_all=replace_all, remove_if=remove_if)
+                                                replace_all=replace_all, remove_if=remove_if,
+                                                expected_chars=expected_chars)
         return self._calibrated(report) if calibrate else report
 
     def _calibrated(self, report: IngestReport) -> IngestReport:

@@ -108,11 +108,12 @@ def configure(index: object, policy: VectorIndexPolicy) -> None:
         ivf.nprobe = min(policy.nprobe, ivf.nlist)
 
 
-def read_vector_index(path: str):
-    """Load a stored index; IVF lists are memory-mapped (flat indexes are read into memory)."""
+def read_vector_index(path: str, *, mmap: bool = True):
+    """Load a stored index; IVF lists are memory-mapped (flat indexes are read into memory), or with
+    `mmap=False` read into memory too."""
     import faiss
 
-    return faiss.read_index(path, faiss.IO_FLAG_MMAP)
+    return faiss.read_index(path, faiss.IO_FLAG_MMAP if mmap else 0)
 
 
 def write_vector_index(index: object, path: str, source: str | None = None) -> None:

@@ -12,11 +12,9 @@ import numpy as np
 from eval.scale import PoolEmbedder, load_pool, synthetic_corpus
 from ragcli.main import main
 
-from support import REPO
+from support import SQUAD
 
 pytestmark = pytest.mark.integration  # the `rag` command in subprocesses, with the real model
-
-SQUAD = REPO.parent / "shared" / "data" / "squad-v1.1-dev.json.gz"
 
 
 def _tiny_squad(path, paragraphs: int = 30):

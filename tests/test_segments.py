@@ -251,3 +251,92 @@ def test_a_bulk_ingest_writes_segment_by_segment_and_leaves_one(fake_pipeline, s
     monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 10**9)
     fresh.ingest_documents(docs)
     assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+
+
+def test_a_bulk_ingest_streams_an_iterable_holding_one_segment_of_documents(fake_pipeline, squad, monkeypatch):
+    """A generator is read once, segment by segment: the documents of a written segment are let go
+    of before the next are drawn; a document given twice keeps its last text; the index searches
+    as one built from the list."""
+    import gc
+    import weakref
+
+    import rag.ingest
+
+    paragraphs, questions = squad
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 5_000)
+    alive_at_draw, refs, segments_at_draw = [], [], []
+    p = fake_pipeline(background_merge=False)
+    written = []
+    real = rag.ingest.write_segment
+    monkeypatch.setattr(rag.ingest, "write_segment", lambda index, root, **kw: written.append(1) or real(index, root, **kw))
+
+    def draw():
+        for i in range(40):
+            gc.collect()
+            alive_at_draw.append(sum(r() is not None for r in refs))
+            segments_at_draw.append(len(written))
+            doc = _doc(f"b{i}", *paragraphs[i])
+            refs.append(weakref.ref(doc))
+            yield doc
+        yield _doc("b3", paragraphs[50][0], paragraphs[50][1])  # b3 again, written long ago: replaced
+
+    report = p.ingest_documents(draw())
+    assert report.added == 41 and p.index.document_count == 40
+    assert segments_at_draw[-1] > 3 and segments_at_draw[20] > 0  # segments written while drawing
+    assert max(alive_at_draw) < 15  # a segment's documents, not the corpus
+    assert p.index.document("b3").text == paragraphs[50][1]
+    docs = [_doc(f"b{i}", *paragraphs[i]) for i in range(40) if i != 3] + [_doc("b3", *paragraphs[50])]
+    fresh = fake_pipeline(p.settings.data_dir.parent / "fresh")
+    fresh.ingest_documents(docs)
+    assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+    # Again from a generator over the stored index: unchanged documents stay, changed ones are replaced.
+    again = iter([*docs[:30], _doc("b5", paragraphs[51][0], paragraphs[51][1]), _doc("new", *paragraphs[52])])
+    report = p.ingest_documents(again)
+    assert (report.unchanged, report.updated, report.added) == (30, 1, 1) and p.index.document_count == 41
+    fresh.ingest_documents([_doc("b5", *paragraphs[51]), _doc("new", *paragraphs[52])])
+    assert _results(p, questions[:10]) == _results(fresh, questions[:10])
+
+
+def test_a_merge_spilling_to_its_work_directory_equals_one_held_in_memory(fake_pipeline, squad, tmp_path, monkeypatch):
+    """With a work directory a merge writes its IVF and postings there and reads them back on
+    demand: the same vectors, clusters and postings as a merge held in memory, and written as a
+    segment they load and search the same."""
+    import rag.ingest
+    from rag.merge import merge_segments
+    from rag.snapshot import load_segment, write_segment
+    from rag.vectors import as_ivf
+
+    paragraphs, questions = squad
+    monkeypatch.setattr(rag.ingest, "SEGMENT_CHARS", 250_000)
+    p = fake_pipeline(vector_index="ivf", background_merge=False)
+    rag.ingest.Ingestor(p.store, merge=False).ingest_documents(  # enough chunks for an IVF, in segments
+        _doc(f"r{i}", paragraphs[i % len(paragraphs)][0], f"{paragraphs[i % len(paragraphs)][1]} (Revision {i}.)")
+        for i in range(1100))
+    segments = p.index.segments
+    assert len(segments) > 2
+    segments = [segments[0].without([0, 5]), *segments[1:]]  # deletions too
+    policy, config = p.settings.vector_policy, p.index.config
+    held = merge_segments(segments, config, policy)
+    (tmp_path / "work").mkdir()
+    spilled = merge_segments(segments, config, policy, sentence_file=tmp_path / "work" / "sentence_vectors.npy")
+    assert as_ivf(held.vectors) is not None and spilled.vectors_source is not None
+    n = held.vectors.ntotal
+    assert spilled.vectors.ntotal == n and as_ivf(spilled.vectors).nprobe == as_ivf(held.vectors).nprobe
+    np.testing.assert_array_equal(spilled.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
+    queries = held.vectors.reconstruct_n(0, 20)
+    for a, b in zip(held.vectors.search(queries, 10), spilled.vectors.search(queries, 10)):
+        np.testing.assert_array_equal(a, b)
+    for name in ("indptr", "rows", "tf", "in_text", "lengths", "text_df"):
+        np.testing.assert_array_equal(np.asarray(getattr(spilled.bm25, name)[:]), getattr(held.bm25, name))
+    assert spilled.bm25.vocab == held.bm25.vocab
+    written = load_segment(tmp_path / write_segment(spilled, tmp_path), config, policy=policy)
+    np.testing.assert_array_equal(written.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
+    for q in questions[:5]:
+        np.testing.assert_array_equal(written.bm25.scores(q), held.bm25.scores(q))
+    # A stored IVF input is read into memory for the merge (not through its mapping): the same vectors.
+    from rag.merge import _readable
+    from rag.segments import Segment
+
+    assert _readable(written) is not written.vectors
+    again = merge_segments([Segment(written)], config, policy)
+    np.testing.assert_array_equal(again.vectors.reconstruct_n(0, n), held.vectors.reconstruct_n(0, n))
