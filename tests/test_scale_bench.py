@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from eval.scale import PoolEmbedder, load_pool, synthetic_corpus
+from eval.scale_corpus import PoolEmbedder, load_pool, synthetic_corpus
 from ragcli.main import main
 
 from support import SQUAD
