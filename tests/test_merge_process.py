@@ -55,11 +55,13 @@ def test_a_merge_built_by_the_child_answers_as_one_built_here(fake_pipeline, par
 
 def test_the_child_runs_at_a_low_priority():
     code = "import os, sys; from rag.merge_process import _low_priority; _low_priority(os.getppid()); print(os.nice(0))"
+    base = os.nice(0)  # the test run's own niceness (0 unless started under `nice`)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "10"
+    assert int(out.stdout) == max(base, 10)
+    lower = min(19, base + 15)
     out = subprocess.run(["nice", "-n", "15", sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          check=True)
-    assert out.stdout.strip() == "15", "a server already at a lower priority keeps it"
+    assert int(out.stdout) == lower > 10, "a server already at a lower priority keeps it"
 
 
 def test_closing_kills_a_running_child_and_publishes_nothing(fake_pipeline, paragraphs):
