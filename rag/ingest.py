@@ -157,10 +157,10 @@ class Ingestor:
             # What one ingest added is merged into one segment (a bulk load's segments are all alike:
             # left apart, each one's searches add up), then whatever the tiered policy asks for.
             named = [s.name for s in new]
-            if len(named) > 1 and sum(s.live_chunks for s in new) <= store.merge_policy.max_chunks:
-                store.maintenance.merge(named)
-            store.maintenance.merge_pending()
-            release_free_memory()  # what the merge let go of: not for what comes next (a calibration, a server)
+            merged = (len(named) > 1 and sum(s.live_chunks for s in new) <= store.merge_policy.max_chunks
+                      and store.maintenance.merge(named))
+            if store.maintenance.merge_pending() or merged:
+                release_free_memory()  # what the merges let go of: not for what comes next (a calibration, a server)
             index = store.current
         report.documents, report.chunks = index.document_count, index.chunk_count
         return report

@@ -66,7 +66,10 @@ def merge_segments(segments: Sequence[Segment], config: IndexConfig, policy: Vec
     """One in-memory segment holding the live documents of `segments` (in order). With
     `sentence_file` the sentence vectors and terms, the vector index and the BM25 postings are
     written to its directory as they are made and read back on demand instead of held in memory."""
-    release_free_memory()  # what the process freed before (a bulk build's segments) is not the merge's
+    if sentence_file is not None:
+        # What the process freed before (a bulk build's segments) is not the merge's. Not for a write's
+        # in-memory combine (no work directory): on a large heap it costs a write tens of milliseconds.
+        release_free_memory()
     documents: list = []
     chunk_doc_row, chunk_bounds, chunk_sentences, sentences = [], [], [], []
     picks = []  # per input: (segment, kept chunk rows, kept sentence rows)
