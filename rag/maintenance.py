@@ -8,6 +8,7 @@ deleted in its result too. A crash at any point leaves the previous manifest, an
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .documents import Document
 from .errors import IndexCorruptError, IndexMismatchError
-from .merge_process import ChildMerges, MergeCancelled, MergeJob, build_staged
+from .merge_process import NICE, ChildMerges, MergeCancelled, MergeJob, build_staged
 from .segments import Segment, SegmentedIndex
 from .snapshot import load_segment, publish_segment, segment_documents, verify_segment
 
@@ -62,8 +63,8 @@ class Maintenance:
             if self._stopping.is_set():
                 return
             try:
-                if not verified:
-                    self.verify()
+                if not verified:  # full checksums: seconds of hashing at a million chunks, beside requests
+                    threading.Thread(target=self._verify_quietly, name="rag-index-verify", daemon=True).start()
                     verified = True
                 since = store.unflushed_since
                 if since is not None and time.monotonic() - since >= store.settings.flush_seconds:
@@ -141,6 +142,19 @@ class Maintenance:
             return build_staged(job, inputs)
 
     # -- damage --------------------------------------------------------------------------------
+    def _verify_quietly(self) -> None:
+        """`verify` from a thread of its own at nice 10 (Linux gives each thread its own nice value):
+        the hashing waits for the requests' threads instead of taking a core from them."""
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), NICE))
+        except (OSError, AttributeError):  # not Linux: the thread keeps the process' priority
+            pass
+        try:
+            self.verify()
+        except Exception:  # noqa: BLE001 - the index stays as it is; `rag check` verifies too
+            log.exception("verifying the index's checksums failed")
+
     def verify(self) -> list[tuple[str, str]]:
         """Compare every segment's files with their checksums (a start checks sizes only). Damaged
         segments are left out of the served index and reported (`damaged`); returns what was found."""
