@@ -44,7 +44,9 @@ def write_rows(r: dict) -> list[tuple[str, str]]:
     if not large:
         return []
     w, d, q = large["write_ms"], large["delete_ms"], large["queries_during_writes_ms"]
-    rows = [("one-paragraph write over HTTP p50 / p95 (acknowledged, then visible)", f"{w['p50']} / {w['p95']} ms"),
+    rows = [("one-paragraph write over HTTP p50 / p95 (acknowledged, then visible)", f"{w['p50']} / {w['p95']} ms"
+             + (f" (after {large['waited_for_checksums_s']} s waiting for the background checksums)"
+                if large.get("waited_for_checksums_s") is not None else "")),
             *([("the same while a client queries: p50 / p95", f"{large['write_ms_while_querying']['p50']} / "
                                                              f"{large['write_ms_while_querying']['p95']} ms")]
               if large.get("write_ms_while_querying") else []),

@@ -35,6 +35,7 @@ class Maintenance:
         self._children = ChildMerges()
         self.merges = 0  # merges committed (metrics, tests)
         self.merging = False  # a merge is being built now
+        self.checksums_verified = False  # the background pass over every segment's checksums has finished
 
     def start(self) -> None:
         if self.store.settings.background_merge and self._thread is None and not self._stopping.is_set():
@@ -152,6 +153,7 @@ class Maintenance:
             pass
         try:
             self.verify()
+            self.checksums_verified = True
         except Exception:  # noqa: BLE001 - the index stays as it is; `rag check` verifies too
             log.exception("verifying the index's checksums failed")
 

@@ -106,10 +106,12 @@ def journal_health(pipeline, *, shown: int = 20) -> dict:
 
 
 def segment_health(pipeline) -> dict:
-    """For /readyz: the index's segments, whether a merge is running, and segments left out as damaged."""
+    """For /readyz: the index's segments, whether a merge is running, whether the background pass
+    over every segment's checksums has finished (a start checks sizes only), and segments left out
+    as damaged."""
     index, store = pipeline.index, pipeline.store
     out: dict = {"segments": len(index.segments), "merging": store.maintenance.merging,
-                 "damaged_segments": len(index.damaged)}
+                 "checksums_verified": store.maintenance.checksums_verified, "damaged_segments": len(index.damaged)}
     if index.damaged:
         out["segment_damage"] = {
             "segments": [{"name": n, "reason": r} for n, r, _ in index.damaged],

@@ -33,9 +33,10 @@ def test_background_checksums_run_at_nice_10_and_leave_a_damaged_segment_out(fak
     q = fake_pipeline(data_dir, snapshot_every=1)
     q.load(build_from_seeds=False)
     assert {s.name for s in q.index.segments} >= {damaged}  # served until the checksums are read
+    assert not q.store.maintenance.checksums_verified
     q.store.maintenance.wake()
     deadline = time.monotonic() + 30
-    while not q.index.damaged and time.monotonic() < deadline:
+    while not q.store.maintenance.checksums_verified and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [name for name, _, _ in q.index.damaged] == [damaged]
     assert damaged not in {s.name for s in q.index.segments}

@@ -83,6 +83,7 @@ def test_bench_scale_reports_build_memory_latency_and_recall(tmp_path, embedder,
         assert w["writes"] == 60 and w["write_ms"]["n"] == w["write_ms_while_querying"]["n"] == 30
         assert w["delete_ms"]["n"] == 30 and w["queries_during_writes_ms"]["n"] > 0
         assert w["not_visible_after_ack"] == 0 and w["errors"] == 0 and w["write_ms"]["p50"] > 0
+        assert 0 <= w["waited_for_checksums_s"] < 600
     assert r["embedding_floor_ms"]["n"] == 60 and r["embedding_floor_ms"]["p50"] > 0
     assert "write p50 / embedding p50" in printed and "write p50 large / small" in printed
 
