@@ -8,7 +8,6 @@ deleted in its result too. A crash at any point leaves the previous manifest, an
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .documents import Document
 from .errors import IndexCorruptError, IndexMismatchError
-from .merge_process import NICE, ChildMerges, MergeCancelled, MergeJob, build_staged
+from .merge_process import ChildMerges, MergeCancelled, MergeJob, build_staged, lower_priority
 from .segments import Segment, SegmentedIndex
 from .snapshot import load_segment, publish_segment, segment_documents, verify_segment
 
@@ -146,11 +145,7 @@ class Maintenance:
     def _verify_quietly(self) -> None:
         """`verify` from a thread of its own at nice 10 (Linux gives each thread its own nice value):
         the hashing waits for the requests' threads instead of taking a core from them."""
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), NICE))
-        except (OSError, AttributeError):  # not Linux: the thread keeps the process' priority
-            pass
+        lower_priority()
         try:
             self.verify()
             self.checksums_verified = True

@@ -110,10 +110,22 @@ class ChildMerges:
                 self._proc.kill()
 
 
-def _low_priority(parent: int) -> None:
-    """Nice 10 (at least), and die with the parent (Linux): an orphaned merge would only write a
-    staged directory nobody publishes."""
-    os.nice(max(0, NICE - os.nice(0)))
+def lower_priority(*, every_thread: bool = False) -> None:
+    """The calling thread (and the threads it starts later) at nice 10 at least; with `every_thread`,
+    the process' threads that exist already too (those a library started at import). Linux keeps a
+    nice value per thread, so a background thread of the server can wait for the requests' threads
+    alone."""
+    me = threading.get_native_id()
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if every_thread and os.path.isdir("/proc/self/task") else [me]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), NICE))
+        except (OSError, AttributeError):  # not Linux (or not allowed), or the thread has ended
+            pass
+
+
+def _die_with(parent: int) -> None:
+    """Die with the parent (Linux): an orphaned merge would only write a staged directory nobody publishes."""
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
@@ -127,7 +139,8 @@ def _low_priority(parent: int) -> None:
 
 
 def main() -> None:
-    _low_priority(int(sys.argv[1]))
+    _die_with(int(sys.argv[1]))
+    lower_priority(every_thread=True)  # numpy's BLAS threads started at import
     job = pickle.load(sys.stdin.buffer)  # from the parent's pipe: the parent is this process' only writer
     result = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr; stdout carries only the result
